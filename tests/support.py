@@ -1,0 +1,121 @@
+"""Plain helpers shared by the tests: fake WebSockets, polling, unique ids.
+
+Fixtures live in ``conftest.py``; this module holds what tests import by name.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import redis.asyncio
+
+
+class FakeWebSocket:
+    """Stands in for a Starlette WebSocket: records every ``send_text`` payload."""
+
+    def __init__(self, name: str = "ws") -> None:
+        self.name = name
+        self.sent: list[object] = []
+
+    async def send_text(self, data: str) -> None:
+        self.sent.append(data)
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.name} sent={len(self.sent)}>"
+
+
+class FailingWebSocket(FakeWebSocket):
+    """A WebSocket whose client has gone: every ``send_text`` raises."""
+
+    def __init__(self, name: str = "dead-ws") -> None:
+        super().__init__(name)
+        self.attempts = 0
+
+    async def send_text(self, data: str) -> None:
+        self.attempts += 1
+        raise RuntimeError('Cannot call "send" once a close message has been sent.')
+
+
+async def wait_for(
+    predicate: Callable[[], bool],
+    timeout: float = 5.0,
+    what: str | Callable[[], str] = "condition",
+) -> float:
+    """Poll ``predicate`` every 2 ms until it is true; return the seconds waited.
+
+    Fails the test with ``what`` (a string, or a callable evaluated at failure
+    time so it can describe the current state) when ``timeout`` passes first.
+    """
+    start = time.monotonic()
+    deadline = start + timeout
+    while not predicate():
+        if time.monotonic() >= deadline:
+            description = what() if callable(what) else what
+            raise AssertionError(f"timed out after {timeout:.2f} s waiting for {description}")
+        await asyncio.sleep(0.002)
+    return time.monotonic() - start
+
+
+async def wait_for_sent(ws: FakeWebSocket, count: int, timeout: float = 5.0) -> None:
+    """Wait until ``ws`` has received at least ``count`` messages."""
+    await wait_for(
+        lambda: len(ws.sent) >= count,
+        timeout,
+        lambda: f"{ws.name} to receive {count} message(s); it has {len(ws.sent)}: {ws.sent[:5]!r}",
+    )
+
+
+def unique(prefix: str) -> str:
+    """A short id unique to this call, so tests sharing one Redis never cross-talk."""
+    return f"{prefix}-{uuid.uuid4().hex[:12]}"
+
+
+def assert_exactly_once_in_order(received: Sequence[object], expected: Sequence[object]) -> None:
+    """Assert ``received == expected`` with a short explanation instead of a huge diff."""
+    if list(received) == list(expected):
+        return
+    counts = Counter(received)
+    expected_set = set(expected)
+    missing = [m for m in expected if m not in counts]
+    duplicated = [m for m, n in counts.items() if n > 1]
+    unexpected = [m for m in counts if m not in expected_set]
+    first_diff = next(
+        (i for i, (a, b) in enumerate(zip(received, expected)) if a != b),
+        min(len(received), len(expected)),
+    )
+    raise AssertionError(
+        f"received {len(received)} messages, expected {len(expected)}; "
+        f"missing {len(missing)} (first {missing[:3]!r}), "
+        f"duplicated {len(duplicated)} (first {duplicated[:3]!r}), "
+        f"unexpected {len(unexpected)} (first {unexpected[:3]!r}); "
+        f"first difference at index {first_diff}: "
+        f"got {list(received[first_diff:first_diff + 3])!r}, "
+        f"expected {list(expected[first_diff:first_diff + 3])!r}"
+    )
+
+
+async def next_message(pubsub: redis.asyncio.client.PubSub, timeout: float = 5.0) -> dict[str, Any]:
+    """The next data message on a raw redis-py subscription, or fail after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while (left := deadline - time.monotonic()) > 0:
+        message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=left)
+        if message is not None:
+            return message
+    raise AssertionError(f"no message on the raw subscription within {timeout} s")
+
+
+async def connect_user(
+    manager: Any, user_id: str, sockets: int = 1, uploads: Sequence[str] = ()
+) -> list[FakeWebSocket]:
+    """Connect ``sockets`` fake WebSockets for ``user_id`` and subscribe them to ``uploads``."""
+    connected = [FakeWebSocket(f"{user_id}#{i}") for i in range(sockets)]
+    for ws in connected:
+        await manager.connect(user_id, ws)
+    for upload_id in uploads:
+        await manager.subscribe_upload(user_id, upload_id)
+    return connected
