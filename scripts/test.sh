@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# Run the whole test suite from a clean checkout on a fresh Debian/Ubuntu machine: installs the
+# system packages it needs, makes one virtual environment per Python (3.13 and 3.11 when
+# present), builds the extension with warnings as errors, and runs pytest against the installed
+# package. VPS_PYTHONS="3.13 3.11" makes those versions mandatory (CI sets it).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$(pwd)
+
+scripts/system-deps.sh
+
+# find a working interpreter for version $1 (on PATH, under pyenv, or python3 itself)
+find_python() {
+    local v=$1 p
+    for p in "$(command -v "python$v" 2>/dev/null)" \
+             "${PYENV_ROOT:-$HOME/.pyenv}"/versions/"$v"*/bin/python"$v" \
+             "$(command -v python3 2>/dev/null)"; do
+        [ -n "$p" ] && [ -x "$p" ] || continue
+        if [ "$("$p" -c 'import sys; print("%d.%d" % sys.version_info[:2])' 2>/dev/null)" = "$v" ]; then
+            echo "$p"; return 0
+        fi
+    done
+    return 1
+}
+
+wanted=${VPS_PYTHONS:-}
+candidates=${wanted:-3.13 3.11}
+ran=0
+for v in $candidates; do
+    if ! py=$(find_python "$v"); then
+        if [ -n "$wanted" ]; then echo "Python $v is required but not found" >&2; exit 1; fi
+        echo "== Python $v not found; skipping it"
+        continue
+    fi
+    venv="$root/.venv-$v"
+    echo "== Python $v ($py): building and testing in $venv"
+    [ -x "$venv/bin/python" ] || "$py" -m venv "$venv"
+    "$venv/bin/python" -m pip install -q --disable-pip-version-check --upgrade pip >/dev/null
+    "$venv/bin/python" -m pip install -q --disable-pip-version-check ".[test]"
+    VPS_CFLAGS="-Werror" "$venv/bin/python" -m pip install -q --disable-pip-version-check \
+        --force-reinstall --no-deps --no-cache-dir .
+    (cd tests && "$venv/bin/python" -m pytest -q -p no:cacheprovider "$@")
+    ran=$((ran + 1))
+done
+if [ "$ran" -eq 0 ]; then
+    echo "no Python 3.13 or 3.11 found; install python3 (Debian/Ubuntu: apt-get install python3)" >&2
+    exit 1
+fi
+echo "== all test runs passed ($ran Python version(s))"
