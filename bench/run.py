@@ -49,7 +49,8 @@ PLAN = [
              {"publishers": 500, "per_publisher": 4, "stall": 0.5}, "delivered_per_s"),
     Scenario("latency", {"rate": 5000, "seconds": 3.0, "warmup": 0.3, "uploads": 100},
              {"rate": 5000, "seconds": 1.0, "warmup": 0.2, "uploads": 100}, "p99_ms"),
-    Scenario("idle", {"seconds": 5.0}, {"seconds": 1.0}, "wakeups_per_s", parallel=True),
+    Scenario("idle", {"seconds": 5.0, "settle": 1.5}, {"seconds": 1.0, "settle": 1.5},
+             "wakeups_per_s", parallel=True),
     Scenario("memory", {"messages": 1_000_000, "chunk": 50_000, "warmup": 10_000},
              {"messages": 20_000, "chunk": 5_000, "warmup": 2_000}, "rss_mib"),
 ]
@@ -182,19 +183,18 @@ def run_all(args: argparse.Namespace, impls: list[str], server: RedisServer,
         for rep in range(repeats):
             # alternate which implementation goes first
             order = impls if rep % 2 == 0 else list(reversed(impls))
+            took: dict[str, float] = {}
             if sc.parallel:
-                t0 = time.monotonic()
                 outcomes = run_parallel(order, sc.name, server.url, params)
-                took = time.monotonic() - t0
             else:
-                outcomes, took = {}, 0.0
+                outcomes = {}
                 for impl in order:
                     t0 = time.monotonic()
                     try:
                         outcomes[impl] = run_one(impl, sc.name, server.url, params)
                     except RunFailed as exc:
                         outcomes[impl] = exc
-                    took = time.monotonic() - t0
+                    took[impl] = time.monotonic() - t0
             for impl in order:
                 outcome = outcomes[impl]
                 if isinstance(outcome, Exception):
@@ -203,7 +203,7 @@ def run_all(args: argparse.Namespace, impls: list[str], server: RedisServer,
                     continue
                 entry["runs"][impl].append(outcome)
                 print(f"  {sc.name:<10} {impl:<9} #{rep + 1}  {headline(outcome, sc.headline)}"
-                      + (f"  ({took:.1f} s)" if not sc.parallel else ""), flush=True)
+                      + (f"  ({took[impl]:.1f} s)" if impl in took else ""), flush=True)
 
 
 def main() -> int:
@@ -219,18 +219,15 @@ def main() -> int:
     # SIGTERM unwinds like Ctrl-C, so redis-server and the runs are stopped
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
 
-    native_ok, native_where = native_importable()
-    if args.only == "native" and not native_ok:
-        print(f"error: the native extension is not importable: {native_where}", file=sys.stderr)
-        return 2
-    if args.only:
-        impls = [args.only]
-    elif native_ok:
-        impls = ["reference", "native"]
-    else:
-        impls = ["reference"]
-        print(f"note: native extension not importable ({native_where}); "
-              "running the reference only", flush=True)
+    native_ok, native_where = False, ""
+    if args.only != "reference":
+        native_ok, native_where = native_importable()
+        if not native_ok:
+            print(f"error: the native extension is not importable from {sys.executable}: "
+                  f"{native_where}\n(install the package, e.g. pip install ., "
+                  "or run with --only reference)", file=sys.stderr)
+            return 2
+    impls = [args.only] if args.only else ["reference", "native"]
 
     started = time.monotonic()
     results: dict[str, Any] = {

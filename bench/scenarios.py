@@ -151,10 +151,16 @@ async def settle(sink: Sink, expected: int, stall: float, cap: float) -> None:
 
 
 class WakeCounter:
-    """Counts event-loop iterations by wrapping the selector's ``select``."""
+    """Counts event-loop iterations by wrapping the selector's ``select``.
+
+    A *wake-up* is a ``select`` that was allowed to block (timeout None or > 0) and
+    returned: the loop slept and something woke it. The iterations that follow at once
+    (timeout 0, callbacks still ready) belong to the same wake-up.
+    """
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.count = 0
+        self.wakes: list[float] | None = None  # instants of wake-ups, while recording
         selector = getattr(loop, "_selector", None)
         self.available = selector is not None
         if selector is not None:
@@ -162,7 +168,10 @@ class WakeCounter:
 
             def counting_select(timeout: float | None = None) -> Any:
                 self.count += 1
-                return select(timeout)
+                events = select(timeout)
+                if self.wakes is not None and (timeout is None or timeout > 0):
+                    self.wakes.append(perf_counter())
+                return events
 
             selector.select = counting_select
 
@@ -352,15 +361,25 @@ async def latency(pub: Any, manager: BenchManager, wakes: WakeCounter, p: dict) 
 
 
 async def idle(pub: Any, manager: BenchManager, wakes: WakeCounter, p: dict) -> dict:
-    """A started, subscribed publisher with nothing to do for ``seconds``."""
-    await asyncio.sleep(0.5)
+    """A started, subscribed publisher with nothing to do for ``seconds``.
+
+    Measuring begins ``settle`` s after the subscription probe, so timers armed by the
+    probe's delivery have fired; what remains is what an idle publisher costs.
+    """
+    await asyncio.sleep(p.get("settle", 1.5))
     meter = Meter(wakes)
+    wakes.wakes = []
     meter.start()
+    deadline = meter.t0 + p["seconds"]
     await asyncio.sleep(p["seconds"])
     meter.stop()
+    # the wake-up of the measuring sleep's own timer is not the publisher's
+    wakeups = [round(t - meter.t0, 4) for t in wakes.wakes if t < deadline - 0.0005]
+    wakes.wakes = None
     return {
-        "wakeups_per_s": meter.wakeups / meter.wall,
-        "wakeups": meter.wakeups,
+        "wakeups_per_s": len(wakeups) / meter.wall,
+        "wakeups": len(wakeups),
+        "wakeup_at_s": wakeups[:100],
         "wakeups_counted": wakes.available,
         "process_cpu_ms_per_s": meter.proc_cpu / meter.wall * 1e3,
         "loop_cpu_ms_per_s": meter.thread_cpu / meter.wall * 1e3,
@@ -474,6 +493,8 @@ async def run(impl: str, scenario: str, url: str, params: dict) -> dict:
     subscribed_s = await wait_subscribed(pub, manager)
     try:
         result = await SCENARIOS[scenario](pub, manager, wakes, params)
+        if impl != "reference":
+            result["stats"] = native_stats(pub)
     finally:
         t0 = perf_counter()
         await pub.stop()
@@ -487,8 +508,6 @@ async def run(impl: str, scenario: str, url: str, params: dict) -> dict:
         result["publish_errors"] = pub.publish_errors
         result["last_publish_error"] = pub.last_publish_error
         result["parser"] = pub.parser_name
-    else:
-        result["stats"] = native_stats(pub)
     return result
 
 
