@@ -14,10 +14,10 @@ IMPLS = ("reference", "native")
 METRICS: list[tuple[str, str, str, str, str]] = [
     ("sequential", "publishes_per_s", "a  awaited sequential publishes/s", "higher", ">= 3x"),
     ("concurrent", "delivered_per_s", "b  500 publishers: delivered msg/s", "higher", ">= 20x"),
-    ("concurrent", "lost", "b  500 publishers: lost messages", "lower", "0 lost"),
+    ("concurrent", "lost", "b  500 publishers: lost of N messages", "lower", "0 lost"),
     ("latency", "p50_ms", "c  5k msg/s: p50 publish->send_text ms", "lower", ""),
     ("latency", "p99_ms", "c  5k msg/s: p99 publish->send_text ms", "lower", "<= 0.33x"),
-    ("latency", "lost", "c  5k msg/s: lost messages", "lower", ""),
+    ("latency", "lost", "c  5k msg/s: lost of N messages", "lower", ""),
     ("latency", "loop_cpu_us_per_msg", "d  loop CPU us/msg (5k/s, publish+deliver)", "lower", "<= 0.2x"),
     ("memory", "loop_cpu_us_per_delivered", "d  loop CPU us/msg (deliver only)", "lower", "<= 0.2x"),
     ("concurrent", "loop_cpu_us_per_delivered", "d  loop CPU us/delivered (500 publishers)", "lower", ""),
@@ -41,7 +41,12 @@ def summarize(results: dict) -> list[dict]:
         entry = results["scenarios"].get(scenario)
         if entry is None:
             continue
-        label = label.replace(" M ", f" {entry['params'].get('messages', 0):,} ")
+        params = entry["params"]
+        label = label.replace(" M ", f" {params.get('messages', 0):,} ")
+        if scenario == "concurrent":
+            label = label.replace(" N ", f" {params['publishers'] * params['per_publisher']:,} ")
+        elif scenario == "latency":
+            label = label.replace(" N ", f" {int(params['rate'] * params['seconds']):,} ")
         medians = {impl: median(entry["runs"].get(impl, []), key) for impl in IMPLS}
         ref, nat = medians["reference"], medians["native"]
         ratio = nat / ref if ref not in (None, 0) and nat is not None else None
@@ -262,6 +267,7 @@ def write_png(results: dict, rows: list[dict], path: Path) -> str | None:
             top = max(top, *ys)
             ax.plot(xs, ys, marker=".", color=colors[impl],
                     label=f"{impl}: {fmt(run['rss_mib'])} MiB at end")
+        ax.xaxis.set_major_formatter(plain)
         ax.set_xlabel("messages delivered")
         ax.set_ylabel("RSS, MiB")
         ax.set_ylim(0, top * 1.3 if top else 1)
