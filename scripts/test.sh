@@ -2,7 +2,8 @@
 # Run the whole test suite from a clean checkout on a fresh Debian/Ubuntu machine: installs the
 # system packages it needs, makes one virtual environment per Python (3.13 and 3.11 when
 # present), builds the extension with warnings as errors, and runs pytest against the installed
-# package. VPS_PYTHONS="3.13 3.11" makes those versions mandatory (CI sets it).
+# package, then runs the suite again under ASan/UBSan/LSan (scripts/sanitize.sh).
+# VPS_PYTHONS="3.13 3.11" makes those versions mandatory (CI sets it).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
@@ -37,13 +38,19 @@ for v in $candidates; do
     [ -x "$venv/bin/python" ] || "$py" -m venv "$venv"
     "$venv/bin/python" -m pip install -q --disable-pip-version-check --upgrade pip >/dev/null
     "$venv/bin/python" -m pip install -q --disable-pip-version-check ".[test]"
+    rm -rf build  # setuptools reuses objects in build/: force a compile with -Werror
     VPS_CFLAGS="-Werror" "$venv/bin/python" -m pip install -q --disable-pip-version-check \
         --force-reinstall --no-deps --no-cache-dir .
+    rm -rf build
     (cd tests && "$venv/bin/python" -m pytest -q -p no:cacheprovider "$@")
     ran=$((ran + 1))
+    sanitize_python=${sanitize_python:-$py}
 done
 if [ "$ran" -eq 0 ]; then
     echo "no Python 3.13 or 3.11 found; install python3 (Debian/Ubuntu: apt-get install python3)" >&2
     exit 1
 fi
-echo "== all test runs passed ($ran Python version(s))"
+# the same suite with AddressSanitizer + UBSan + LeakSanitizer (the million-message test is
+# left out: it checks RSS, which the sanitizer's allocator would distort)
+scripts/sanitize.sh "$sanitize_python" -m "not slow" "$@"
+echo "== all test runs passed ($ran Python version(s) + sanitizer run)"

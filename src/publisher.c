@@ -857,7 +857,7 @@ static PyObject *Publisher_stop(Publisher *self, PyObject *Py_UNUSED(unused))
 
 /* ---- publishing ------------------------------------------------------------------------- */
 
-/* The payload bytes of `message` into *buf/*len; *owner keeps them alive (new reference).
+/* The payload bytes of `message` into *buf and *len; *owner keeps them alive (new reference).
  * 0/-1 with TypeError (or whatever model_dump_json raised). */
 static int message_bytes(PyObject *message, PyObject **owner, const char **buf, Py_ssize_t *len)
 {
