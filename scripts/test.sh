@@ -2,7 +2,8 @@
 # Run the whole test suite from a clean checkout on a fresh Debian/Ubuntu machine: installs the
 # system packages it needs, makes one virtual environment per Python (3.13 and 3.11 when
 # present), builds the extension with warnings as errors, and runs pytest against the installed
-# package, then runs the suite again under ASan/UBSan/LSan (scripts/sanitize.sh).
+# package, then runs the suite again under ASan/UBSan/LSan (scripts/sanitize.sh) and the core
+# tests against hiredis 1.x (scripts/compat-hiredis1.sh).
 # VPS_PYTHONS="3.13 3.11" makes those versions mandatory (CI sets it).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -53,4 +54,7 @@ fi
 # the same suite with AddressSanitizer + UBSan + LeakSanitizer (the million-message test is
 # left out: it checks RSS, which the sanitizer's allocator would distort)
 scripts/sanitize.sh "$sanitize_python" -m "not slow" "$@"
-echo "== all test runs passed ($ran Python version(s) + sanitizer run)"
+# the core tests once more against hiredis 1.x (the system has 0.14 on Debian 12)
+scripts/compat-hiredis1.sh "$sanitize_python" test_publisher_basic.py test_routing.py \
+    test_ordering.py test_payloads.py test_inputs.py test_leaks.py
+echo "== all test runs passed ($ran Python version(s) + sanitizer run + hiredis 1.x run)"
