@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import sys
+import types
 from collections import deque
 from typing import Any
 
@@ -19,7 +20,7 @@ from .manager import get_default_manager
 
 logger = logging.getLogger("vuemantics_pubsub")
 
-_EAGER = sys.version_info >= (3, 12)
+_CoroutineType = types.CoroutineType
 
 
 def _backend_manager() -> Any:
@@ -31,6 +32,40 @@ def _backend_manager() -> Any:
         except Exception:
             return None
     return module.get_manager()
+
+
+class _Resume:
+    """Awaitable that finishes a coroutine which already ran up to its first suspension.
+
+    The dispatcher starts each send itself (``coro.send(None)``) so that a send which
+    completes at once costs no task. When the send does suspend, the outlet task awaits this
+    object: it hands the task the future the coroutine is waiting on, then keeps driving the
+    coroutine, exactly as ``await coro`` would have from that point on (results, exceptions
+    and cancellation pass through unchanged).
+    """
+
+    __slots__ = ("coro", "yielded")
+
+    def __init__(self, coro: Any, yielded: Any) -> None:
+        self.coro = coro
+        self.yielded = yielded
+
+    def __await__(self) -> Any:
+        coro, yielded = self.coro, self.yielded
+        self.coro = self.yielded = None
+        while True:
+            try:
+                sent = yield yielded
+            except BaseException as exc:  # thrown in by the task: cancellation, GeneratorExit
+                try:
+                    yielded = coro.throw(exc)
+                except StopIteration as stop:
+                    return stop.value
+            else:
+                try:
+                    yielded = coro.send(sent)
+                except StopIteration as stop:
+                    return stop.value
 
 
 class _Outlet:
@@ -123,29 +158,41 @@ class Dispatcher:
             if not outlet.dead:
                 outlet.queue.append(payload)
             return
+        # No backlog for this socket: start the send right here. Most sends finish without
+        # waiting (the transport takes the frame), and then no task is needed at all.
+        first: Any
+        try:
+            awaitable = ws.send_text(payload)
+            if type(awaitable) is _CoroutineType:
+                first = _Resume(awaitable, awaitable.send(None))
+            else:
+                first = awaitable  # another kind of awaitable: the outlet task awaits it
+        except StopIteration:
+            self.delivered += 1
+            return
+        except Exception as exc:
+            first = exc
         outlet = _Outlet(ws, user_id)
-        outlet.queue.append(payload)
         self._outlets[ws] = outlet
         loop = self._loop
         if loop is None:
             loop = self._loop = asyncio.get_running_loop()
-        coro = self._run_outlet(outlet)
-        if _EAGER:
-            # runs at once up to the first real suspension: a send that completes
-            # without waiting costs no scheduling round
-            task = asyncio.Task(coro, loop=loop, eager_start=True)  # type: ignore[call-arg]
-        else:
-            task = loop.create_task(coro)
-        if not task.done():
-            outlet.task = task
-            if self._watchdog is None:
-                self._arm_watchdog(loop)
+        outlet.since = loop.time()
+        outlet.task = loop.create_task(self._run_outlet(outlet, first))
+        if self._watchdog is None:
+            self._arm_watchdog(loop)
 
-    async def _run_outlet(self, outlet: _Outlet) -> None:
+    async def _run_outlet(self, outlet: _Outlet, first: Any) -> None:
+        """Finish the send that had to wait (or handle the one that failed), then send the
+        socket's backlog in order."""
         ws, queue = outlet.ws, outlet.queue
         loop = self._loop
         assert loop is not None
         try:
+            if isinstance(first, BaseException):
+                raise first
+            await first
+            self.delivered += 1
             while queue:
                 payload = queue.popleft()
                 outlet.since = loop.time()
