@@ -192,3 +192,145 @@ async def raw_subscriber(aredis: redis.asyncio.Redis) -> AsyncIterator[Callable[
     yield subscribe
     for pubsub in opened:
         await pubsub.aclose()
+
+
+# ---- private redis-server for fault tests -------------------------------------------------
+#
+# The fault tests kill, freeze and restart Redis; they must never touch the session-wide
+# server that every other test shares. Each gets its own on a fixed free loopback port.
+
+
+def _redis_ready(port: int) -> bool:
+    """True once a server on ``port`` answers PING (``-NOAUTH`` also means it is up)."""
+    try:
+        with socket.create_connection((HOST, port), timeout=0.5) as sock:
+            sock.sendall(b"PING\r\n")
+            reply = sock.recv(64)
+            return reply.startswith(b"+PONG") or reply.startswith(b"-NOAUTH")
+    except OSError:
+        return False
+
+
+class PrivateRedis:
+    """A redis-server owned by one test: killed, frozen and restarted on the same port.
+
+    ``start()`` returns the ``time.monotonic()`` at which the server first answered PING,
+    i.e. when it was accepting connections again.
+    """
+
+    def __init__(self, workdir: Path, password: str | None = None) -> None:
+        self.host = HOST
+        self.port = _free_port()
+        self.password = password
+        self.workdir = workdir
+        self.log = workdir / "redis.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.frozen = False
+
+    def url_with(self, password: str | None) -> str:
+        auth = f":{password}@" if password else ""
+        return f"redis://{auth}{self.host}:{self.port}/0"
+
+    @property
+    def url(self) -> str:
+        """The URL with the right password (if any)."""
+        return self.url_with(self.password)
+
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def start(self, timeout: float = 10.0) -> float:
+        """Start redis-server on ``self.port``; return the monotonic time it answered PING."""
+        assert not self.running, "the private redis-server is already running"
+        args = [
+            REDIS_SERVER,
+            "--port", str(self.port),
+            "--bind", self.host,
+            "--save", "",
+            "--appendonly", "no",
+            "--dir", str(self.workdir),
+            "--logfile", str(self.log),
+            "--daemonize", "no",
+        ]
+        if self.password:
+            args += ["--requirepass", self.password]
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            self.proc = subprocess.Popen(
+                args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                preexec_fn=_die_with_parent,
+            )
+            self.frozen = False
+            while self.proc.poll() is None and time.monotonic() < deadline:
+                if _redis_ready(self.port):
+                    return time.monotonic()
+                time.sleep(0.002)
+            # exited (port briefly unavailable?) or too slow: clean up and retry
+            _stop(self.proc)
+            self.proc = None
+            time.sleep(0.05)
+        tail = self.log.read_text(errors="replace")[-2000:] if self.log.exists() else "(no log)"
+        raise RuntimeError(f"private redis-server did not start on port {self.port}:\n{tail}")
+
+    def kill(self) -> None:
+        """SIGKILL the server (no shutdown, sockets reset by the kernel) and reap it."""
+        assert self.proc is not None, "the private redis-server is not running"
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(timeout=5)
+        self.proc = None
+        self.frozen = False
+
+    def stop_process(self) -> None:
+        """Freeze the server with SIGSTOP: its sockets stay open but nothing answers."""
+        assert self.proc is not None, "the private redis-server is not running"
+        self.proc.send_signal(signal.SIGSTOP)
+        self.frozen = True
+
+    def cont(self) -> None:
+        """Thaw a server frozen by :meth:`stop_process`."""
+        if self.proc is not None and self.frozen:
+            self.proc.send_signal(signal.SIGCONT)
+        self.frozen = False
+
+    def client(self, **kwargs: Any) -> redis.Redis:
+        """A raw synchronous client with the right password."""
+        kwargs.setdefault("socket_timeout", 5)
+        return redis.Redis(host=self.host, port=self.port, password=self.password, **kwargs)
+
+    def close(self) -> None:
+        """Thaw and stop the server; never leaves a redis-server behind."""
+        if self.proc is None:
+            return
+        self.cont()
+        _stop(self.proc)
+        self.proc = None
+
+
+@pytest.fixture
+def make_private_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[..., PrivateRedis]]:
+    """``make_private_redis(start=True, password=None)`` -> a PrivateRedis, closed afterwards.
+
+    Request this (or ``private_redis``) BEFORE ``make_publisher`` in a test's arguments, so the
+    publishers are stopped while their Redis still exists.
+    """
+    made: list[PrivateRedis] = []
+
+    def make(*, start: bool = True, password: str | None = None) -> PrivateRedis:
+        server = PrivateRedis(tmp_path_factory.mktemp("private-redis"), password)
+        made.append(server)
+        if start:
+            server.start()
+        return server
+
+    try:
+        yield make
+    finally:
+        for server in made:
+            server.close()
+
+
+@pytest.fixture
+def private_redis(make_private_redis: Callable[..., PrivateRedis]) -> PrivateRedis:
+    """A started private redis-server (no password) for one test."""
+    return make_private_redis()

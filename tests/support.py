@@ -119,3 +119,75 @@ async def connect_user(
     for upload_id in uploads:
         await manager.subscribe_upload(user_id, upload_id)
     return connected
+
+
+class TimedWebSocket(FakeWebSocket):
+    """A FakeWebSocket that also records the ``time.monotonic()`` of every send."""
+
+    def __init__(self, name: str = "timed-ws") -> None:
+        super().__init__(name)
+        self.times: list[float] = []
+
+    async def send_text(self, data: str) -> None:
+        self.times.append(time.monotonic())
+        self.sent.append(data)
+
+
+class HangingWebSocket(FakeWebSocket):
+    """A WebSocket whose client stopped reading: ``send_text`` never returns."""
+
+    def __init__(self, name: str = "stuck-ws") -> None:
+        super().__init__(name)
+        self.attempts = 0
+        self.cancelled = 0
+
+    async def send_text(self, data: str) -> None:
+        self.attempts += 1
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            self.cancelled += 1
+            raise
+
+
+def seqs(sent: Sequence[object], prefix: str) -> list[int]:
+    """The integers of every payload ``f"{prefix}{n}"`` in ``sent``, in order (others ignored)."""
+    return [int(str(p)[len(prefix):]) for p in sent if str(p).startswith(prefix)]
+
+
+def run_python(
+    code: str, *args: str, timeout: float = 20.0, cwd: Any = None
+) -> tuple[int, str, str]:
+    """Run ``code`` in a fresh interpreter (same venv) with a hard timeout.
+
+    Returns ``(returncode, stdout, stderr)``. On timeout the whole process group
+    (including any forked grandchild) is SIGKILLed and the test fails with the output.
+    """
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    env = dict(os.environ)
+    env.pop("REDIS_URL", None)
+    env["PYTHONFAULTHANDLER"] = "1"
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code, *args],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, cwd=cwd,
+        start_new_session=True,
+    )
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        out, err = proc.communicate()
+        raise AssertionError(
+            f"subprocess hung (killed after {timeout} s)\n--- stdout\n{out.decode(errors='replace')}"
+            f"\n--- stderr\n{err.decode(errors='replace')[-4000:]}"
+        ) from None
+    finally:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)  # a forked grandchild left behind
+        except (ProcessLookupError, PermissionError):
+            pass
+    return proc.returncode, out.decode(errors="replace"), err.decode(errors="replace")
