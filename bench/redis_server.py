@@ -159,14 +159,16 @@ class RawSubscriber:
         self._thread.join(2)
 
 
-def publish_ceiling(server: RedisServer, requests: int, payload: str, pipeline: int = 32) -> dict:
-    """``redis-benchmark`` PUBLISH, pipelined, with one pattern subscriber attached."""
+def publish_ceiling(server: RedisServer, requests: int, payload: str, pipeline: int = 32,
+                    clients: int = 50) -> dict:
+    """``redis-benchmark`` PUBLISH (``clients`` connections, ``pipeline`` deep) with one
+    pattern subscriber attached."""
     bench = shutil.which("redis-benchmark") or "/usr/bin/redis-benchmark"
     sub = RawSubscriber(server.host, server.port)
     try:
         out = subprocess.run(
             [bench, "-h", server.host, "-p", str(server.port), "-n", str(requests),
-             "-P", str(pipeline), "--csv", "PUBLISH", "upload:bench", payload],
+             "-c", str(clients), "-P", str(pipeline), "--csv", "PUBLISH", "upload:bench", payload],
             capture_output=True, text=True, timeout=120, check=True,
         ).stdout
         deadline = time.monotonic() + 10
@@ -181,6 +183,7 @@ def publish_ceiling(server: RedisServer, requests: int, payload: str, pipeline: 
         "p50_ms": float(fields[4]),
         "requests": requests,
         "pipeline": pipeline,
+        "clients": clients,
         "subscriber_received": sub.messages,
     }
 

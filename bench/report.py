@@ -67,6 +67,12 @@ def ceiling_fractions(results: dict) -> dict[str, Any]:
         for impl in IMPLS:
             value = median(entry["runs"].get(impl, []), key) if entry else None
             out[f"{impl}_{scenario}"] = value / ceiling if value and ceiling else None
+    seq = results.get("ceiling", {}).get("sequential_publish_per_s")
+    entry = results["scenarios"].get("sequential")
+    out["sequential_publish_per_s"] = seq
+    for impl in IMPLS:
+        value = median(entry["runs"].get(impl, []), "publish_per_s") if entry else None
+        out[f"{impl}_sequential"] = value / seq if value and seq else None
     return out
 
 
@@ -124,6 +130,15 @@ def print_table(results: dict, rows: list[dict]) -> None:
                 parts.append(f"f deliver-only/s = {100 * f:.1f}%")
             target = "   (target b >= 50%)" if impl == "native" else ""
             print(f"  {impl:<9} of ceiling: {', '.join(parts)}{target}")
+    if ceiling.get("sequential_publish_per_s"):
+        print(
+            f"Round-trip bound of one awaited publisher (redis-benchmark -c 1 -P 1, C, no Python): "
+            f"{fmt(ceiling['sequential_publish_per_s'])} msg/s"
+        )
+        for impl in IMPLS:
+            a = fractions.get(f"{impl}_sequential")
+            if a is not None:
+                print(f"  {impl:<9} a sequential publishes/s = {100 * a:.0f}% of that bound")
     print()
 
 
