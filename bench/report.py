@@ -71,7 +71,7 @@ def ceiling_fractions(results: dict) -> dict[str, Any]:
     entry = results["scenarios"].get("sequential")
     out["sequential_publish_per_s"] = seq
     for impl in IMPLS:
-        value = median(entry["runs"].get(impl, []), "publish_per_s") if entry else None
+        value = median(entry["runs"].get(impl, []), "publishes_per_s") if entry else None
         out[f"{impl}_sequential"] = value / seq if value and seq else None
     return out
 

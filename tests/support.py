@@ -191,3 +191,70 @@ def run_python(
         except (ProcessLookupError, PermissionError):
             pass
     return proc.returncode, out.decode(errors="replace"), err.decode(errors="replace")
+
+
+# -- subprocess helpers (CLI and two-instance tests) -------------------------------------------
+
+
+def package_env(**extra: str) -> dict[str, str]:
+    """The environment for a child Python that imports the same vuemantics_pubsub as this
+    process, without $REDIS_URL unless given in ``extra``."""
+    import os
+    from pathlib import Path
+
+    import vuemantics_pubsub
+
+    env = dict(os.environ)
+    env.pop("REDIS_URL", None)
+    parent = str(Path(vuemantics_pubsub.__file__).resolve().parent.parent)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [parent, env.get("PYTHONPATH")]))
+    env.update(extra)
+    return env
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 right now."""
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def port_is_open(port: int) -> bool:
+    """Whether something accepts TCP connections on 127.0.0.1:``port``."""
+    import socket
+
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` exists and is not a zombie."""
+    import os
+
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (FileNotFoundError, ProcessLookupError, IndexError):
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        return not os.path.exists("/proc")
+
+
+def die_with_parent() -> None:
+    """``preexec_fn`` for test children: SIGTERM them if pytest dies (Linux)."""
+    import ctypes
+    import signal
+
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
