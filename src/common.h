@@ -32,6 +32,24 @@ double vps_now(void);
 /* Format into err (truncating). Any thread; never allocates. */
 void vps_err_set(vps_err *err, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
+/* A self-pipe another thread can make readable: stop requests and "retry now" nudges. */
+typedef struct vps_signal {
+    int rfd, wfd;
+} vps_signal;
+
+/* Open a non-blocking, close-on-exec pipe. 0/-1 (errno set). Any thread. */
+int vps_signal_open(vps_signal *s);
+/* Make rfd readable; never blocks (a full pipe is already readable). Any thread. */
+void vps_signal_raise(vps_signal *s);
+/* Drain rfd. Any thread. */
+void vps_signal_clear(vps_signal *s);
+/* Close both ends (safe on a zeroed or closed signal). */
+void vps_signal_close(vps_signal *s);
+
+/* Sleep up to `seconds`, waking early when `nudge` is raised (it is cleared).
+ * Returns VPS_CANCELLED when `cancel` is raised, else 0. Engine threads only. */
+int vps_pause(double seconds, vps_signal *cancel, vps_signal *nudge);
+
 /* Backoff before reconnect attempt `attempt` (0-based): exponential from min to max
  * with full jitter in [delay/2, delay]. Any thread; `seed` is the caller's PRNG state. */
 double vps_backoff_delay(unsigned attempt, double min, double max, uint64_t *seed);

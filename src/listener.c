@@ -32,7 +32,7 @@ static void post_text(vps_listener *l, uint32_t kind, const char *text)
 /* Sleep `seconds` unless cancelled. Returns VPS_CANCELLED or 0. */
 static int pause_for(vps_listener *l, double seconds)
 {
-    int w = vps_conn_wait(-1, 0, l->cancel_rfd, vps_now() + seconds);
+    int w = vps_pause(seconds, &l->cancel_sig, &l->nudge);
     return w == VPS_CANCELLED || l->cancel ? VPS_CANCELLED : 0;
 }
 
@@ -98,7 +98,7 @@ static int run_session(vps_listener *l, int fd, vps_err *err)
         vps_err_set(err, "out of memory");
         goto done;
     }
-    rc = vps_conn_write_all(fd, PSUBSCRIBE_CMD, sizeof PSUBSCRIBE_CMD - 1, l->cancel_rfd,
+    rc = vps_conn_write_all(fd, PSUBSCRIBE_CMD, sizeof PSUBSCRIBE_CMD - 1, l->cancel_sig.rfd,
                             subscribe_deadline, err);
     if (rc != 0)
         goto done;
@@ -114,7 +114,7 @@ static int run_session(vps_listener *l, int fd, vps_err *err)
             deadline = ping_sent + l->opts.ping_timeout;
         else
             deadline = last_rx + l->opts.ping_interval;
-        int w = vps_conn_wait(fd, POLLIN, l->cancel_rfd, deadline);
+        int w = vps_conn_wait(fd, POLLIN, l->cancel_sig.rfd, deadline);
         if (w == VPS_CANCELLED || l->cancel) {
             rc = VPS_CANCELLED;
             goto done;
@@ -137,7 +137,7 @@ static int run_session(vps_listener *l, int fd, vps_err *err)
                 rc = VPS_ERROR;
                 goto done;
             }
-            rc = vps_conn_write_all(fd, PING_CMD, sizeof PING_CMD - 1, l->cancel_rfd,
+            rc = vps_conn_write_all(fd, PING_CMD, sizeof PING_CMD - 1, l->cancel_sig.rfd,
                                     now + l->opts.ping_timeout, err);
             if (rc != 0)
                 goto done;
@@ -199,7 +199,7 @@ static void *listener_main(void *arg)
     vps_err err;
     while (!l->cancel) {
         err.text[0] = '\0';
-        int fd = vps_conn_open(l->ep, "vuemantics-pubsub:listener", l->cancel_rfd, &err);
+        int fd = vps_conn_open(l->ep, "vuemantics-pubsub:listener", l->cancel_sig.rfd, &err);
         if (fd == VPS_CANCELLED)
             break;
         if (fd >= 0) {
@@ -227,20 +227,16 @@ vps_listener *vps_listener_start(const vps_endpoint *ep, const vps_listener_opts
                                  vps_queue *queue, vps_err *err)
 {
     vps_listener *l = calloc(1, sizeof *l);
-    int fds[2];
     if (l == NULL) {
         vps_err_set(err, "out of memory");
         return NULL;
     }
-    if (pipe(fds) < 0) {
+    if (vps_signal_open(&l->cancel_sig) < 0 || vps_signal_open(&l->nudge) < 0) {
         vps_err_set(err, "pipe(): %s", strerror(errno));
+        vps_signal_close(&l->cancel_sig);
         free(l);
         return NULL;
     }
-    fcntl(fds[0], F_SETFD, FD_CLOEXEC);
-    fcntl(fds[1], F_SETFD, FD_CLOEXEC);
-    l->cancel_rfd = fds[0];
-    l->cancel_wfd = fds[1];
     l->ep = ep;
     l->opts = *opts;
     l->queue = queue;
@@ -252,8 +248,8 @@ vps_listener *vps_listener_start(const vps_endpoint *ep, const vps_listener_opts
     pthread_sigmask(SIG_SETMASK, &old, NULL);
     if (rc != 0) {
         vps_err_set(err, "cannot start the listener thread: %s", strerror(rc));
-        close(fds[0]);
-        close(fds[1]);
+        vps_signal_close(&l->cancel_sig);
+        vps_signal_close(&l->nudge);
         free(l);
         return NULL;
     }
@@ -263,11 +259,7 @@ vps_listener *vps_listener_start(const vps_endpoint *ep, const vps_listener_opts
 void vps_listener_stop(vps_listener *l)
 {
     l->cancel = 1;
-    char one = 1;
-    ssize_t n;
-    do {
-        n = write(l->cancel_wfd, &one, 1);
-    } while (n < 0 && errno == EINTR);
+    vps_signal_raise(&l->cancel_sig);
     vps_queue_kick(l->queue);
     pthread_join(l->thread, NULL);
 }
@@ -276,9 +268,14 @@ void vps_listener_free(vps_listener *l)
 {
     if (l == NULL)
         return;
-    close(l->cancel_rfd);
-    close(l->cancel_wfd);
+    vps_signal_close(&l->cancel_sig);
+    vps_signal_close(&l->nudge);
     free(l);
+}
+
+void vps_listener_nudge(vps_listener *l)
+{
+    vps_signal_raise(&l->nudge);
 }
 
 void vps_listener_abandon(vps_listener *l)

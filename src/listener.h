@@ -21,7 +21,8 @@ typedef struct vps_listener {
     vps_listener_opts opts;   /* immutable after start */
     vps_queue *queue;         /* borrowed; where records go */
     pthread_t thread;
-    int cancel_rfd, cancel_wfd; /* a pipe: readable once stop was asked */
+    vps_signal cancel_sig;      /* readable once stop was asked */
+    vps_signal nudge;           /* readable when the host saw Redis come back: retry now */
     volatile int cancel;        /* set by stop; read by the thread */
     /* written by the thread, read by anyone: plain counters, torn reads are harmless */
     volatile uint64_t reconnects;
@@ -35,6 +36,8 @@ vps_listener *vps_listener_start(const vps_endpoint *ep, const vps_listener_opts
 /* Ask the thread to stop and join it (returns within milliseconds: every wait of the
  * thread watches the cancel pipe). Call with the GIL released. Loop thread. */
 void vps_listener_stop(vps_listener *l);
+/* Cut the current reconnect delay short (Redis is known to be back). Any thread. */
+void vps_listener_nudge(vps_listener *l);
 /* Free a stopped listener. Loop thread. */
 void vps_listener_free(vps_listener *l);
 /* Forget a listener inherited through fork(): its thread does not exist in the child, so

@@ -40,13 +40,12 @@ static void *connector_main(void *arg)
     unsigned attempt = 0;
     vps_err err;
     for (;;) {
-        if (delay > 0 &&
-            vps_conn_wait(-1, 0, p->cancel_rfd, vps_now() + delay) == VPS_CANCELLED)
+        if (delay > 0 && vps_pause(delay, &p->cancel_sig, &p->nudge) == VPS_CANCELLED)
             break;
         if (p->cancel)
             break;
         err.text[0] = '\0';
-        int fd = vps_conn_open(p->ep, "vuemantics-pubsub:publisher", p->cancel_rfd, &err);
+        int fd = vps_conn_open(p->ep, "vuemantics-pubsub:publisher", p->cancel_sig.rfd, &err);
         if (fd == VPS_CANCELLED)
             break;
         if (fd >= 0) {
@@ -88,10 +87,8 @@ static void start_connector(vps_pipeline *p, double delay)
     connector_args *a = malloc(sizeof *a);
     if (a == NULL)
         return;
-    /* drain a stale cancel byte from an earlier close() */
-    char junk[16];
-    while (read(p->cancel_rfd, junk, sizeof junk) > 0)
-        ;
+    vps_signal_clear(&p->cancel_sig); /* a stale byte from an earlier close() */
+    vps_signal_clear(&p->nudge);
     p->cancel = 0;
     a->p = p;
     a->generation = ++p->generation;
@@ -117,11 +114,7 @@ static void cancel_connector(vps_pipeline *p)
     if (!p->connector_alive)
         return;
     p->cancel = 1;
-    char one = 1;
-    ssize_t n;
-    do {
-        n = write(p->cancel_wfd, &one, 1);
-    } while (n < 0 && errno == EINTR);
+    vps_signal_raise(&p->cancel_sig);
     join_connector(p);
 }
 
@@ -233,22 +226,16 @@ vps_pipeline *vps_pipeline_new(const vps_endpoint *ep, vps_queue *queue,
                                vps_err *err)
 {
     vps_pipeline *p = calloc(1, sizeof *p);
-    int fds[2];
     if (p == NULL) {
         vps_err_set(err, "out of memory");
         return NULL;
     }
-    if (pipe(fds) < 0) {
+    if (vps_signal_open(&p->cancel_sig) < 0 || vps_signal_open(&p->nudge) < 0) {
         vps_err_set(err, "pipe(): %s", strerror(errno));
+        vps_signal_close(&p->cancel_sig);
         free(p);
         return NULL;
     }
-    for (int i = 0; i < 2; i++) {
-        fcntl(fds[i], F_SETFL, fcntl(fds[i], F_GETFL) | O_NONBLOCK);
-        fcntl(fds[i], F_SETFD, FD_CLOEXEC);
-    }
-    p->cancel_rfd = fds[0];
-    p->cancel_wfd = fds[1];
     p->ep = ep;
     p->queue = queue;
     p->hooks = *hooks;
@@ -259,6 +246,12 @@ vps_pipeline *vps_pipeline_new(const vps_endpoint *ep, vps_queue *queue,
     p->fd = -1;
     p->seed = (uint64_t)(uintptr_t)p;
     return p;
+}
+
+void vps_pipeline_nudge(vps_pipeline *p)
+{
+    if (p->connector_alive)
+        vps_signal_raise(&p->nudge);
 }
 
 void vps_pipeline_connect(vps_pipeline *p)
@@ -290,6 +283,7 @@ int vps_pipeline_publish(vps_pipeline *p, const char *chan, size_t chan_len, con
     memcpy(w, "\r\n", 2);
     c->len = len;
     c->next = NULL;
+    c->queued_at = vps_now();
     int connected = p->fd >= 0;
     /* while Redis is known to be unreachable the caller does not wait; while a first
      * connection is merely being made, it waits for the acknowledgement as usual */
@@ -311,10 +305,10 @@ int vps_pipeline_publish(vps_pipeline *p, const char *chan, size_t chan_len, con
         p->queued++;
         return VPS_PUB_QUEUED;
     }
-    if (was_idle) {
+    if (was_idle && !p->hold) {
         /* nothing in flight: send now, one syscall, no extra loop iteration */
         vps_pipeline_flush(p);
-    } else if (!p->flush_scheduled && !p->want_write) {
+    } else if (!p->flush_scheduled && !p->want_write && !p->hold) {
         /* a burst: let the other publishers of this loop iteration join one write */
         p->flush_scheduled = 1;
         p->hooks.schedule_flush(p->hooks.host);
@@ -329,6 +323,10 @@ int vps_pipeline_publish(vps_pipeline *p, const char *chan, size_t chan_len, con
 void vps_pipeline_flush(vps_pipeline *p)
 {
     p->flush_scheduled = 0;
+    if (p->hold) {
+        set_write_interest(p, 0);
+        return;
+    }
     while (p->fd >= 0 && p->out_head != NULL) {
         struct iovec iov[MAX_IOV];
         int n = 0;
@@ -491,6 +489,39 @@ void vps_pipeline_close(vps_pipeline *p)
     p->flush_scheduled = 0;
 }
 
+void vps_pipeline_set_hold(vps_pipeline *p, int on)
+{
+    p->hold = on;
+    if (!on && p->fd >= 0 && p->out_head != NULL)
+        vps_pipeline_flush(p);
+}
+
+/* Release the expired tokens of one list; track the oldest remaining. */
+static size_t expire_list(vps_pipeline *p, vps_cmd *c, double before, double *oldest)
+{
+    size_t n = 0;
+    for (; c != NULL; c = c->next) {
+        if (c->token == NULL)
+            continue;
+        if (c->queued_at < before) {
+            finish(p, c, VPS_PUB_QUEUED, NULL);
+            n++;
+        } else if (*oldest == 0 || c->queued_at < *oldest) {
+            *oldest = c->queued_at;
+        }
+    }
+    return n;
+}
+
+size_t vps_pipeline_expire(vps_pipeline *p, double before, double *oldest)
+{
+    *oldest = 0;
+    size_t n = expire_list(p, p->sent_head, before, oldest);
+    n += expire_list(p, p->out_head, before, oldest);
+    p->queued += n;
+    return n;
+}
+
 size_t vps_pipeline_pending(const vps_pipeline *p)
 {
     return p->out_count + p->sent_count;
@@ -518,8 +549,8 @@ void vps_pipeline_free(vps_pipeline *p, void (*drop)(void *token))
     free_list(p->out_head, drop);
     if (p->reader != NULL)
         vps_reader_free(p->reader);
-    close(p->cancel_rfd);
-    close(p->cancel_wfd);
+    vps_signal_close(&p->cancel_sig);
+    vps_signal_close(&p->nudge);
     free(p);
 }
 

@@ -46,6 +46,7 @@ typedef struct vps_pipeline_hooks {
 typedef struct vps_cmd {
     struct vps_cmd *next;
     void *token;  /* the host's waiter, or NULL once resolved */
+    double queued_at; /* vps_now() when published */
     size_t len;
     char buf[];   /* RESP text of the command */
 } vps_cmd;
@@ -64,11 +65,13 @@ typedef struct vps_pipeline {
     size_t out_count, out_bytes, out_off; /* out_off: bytes of out_head already written */
     redisReader *reader;
     int want_write, flush_scheduled;
+    int hold;                  /* set by the host: connect, but do not write yet */
 
     /* the connector thread: alive only while connecting */
     pthread_t connector;
     int connector_alive;
-    int cancel_rfd, cancel_wfd;
+    vps_signal cancel_sig;     /* readable when close() stops the connector */
+    vps_signal nudge;          /* readable when the host saw Redis come back: retry now */
     volatile int cancel;
     uint64_t generation;       /* attempt counter; stale records are ignored */
     unsigned attempt;
@@ -96,12 +99,23 @@ void vps_pipeline_flush(vps_pipeline *p);
 void vps_pipeline_on_readable(vps_pipeline *p);
 /* A PIPE_CONNECTED / PIPE_FAILED record from the queue. Takes ownership of r. Loop thread. */
 void vps_pipeline_on_record(vps_pipeline *p, vps_record *r);
+/* Cut the connector's current reconnect delay short. Loop thread. */
+void vps_pipeline_nudge(vps_pipeline *p);
 /* Make sure a connection exists or is being made. Loop thread. */
 void vps_pipeline_connect(vps_pipeline *p);
 /* Close the connection and stop connecting; every waiting token is completed as QUEUED and
  * unacknowledged commands go back to the outbox. Joins the connector (call without the GIL
  * if it may take long; it returns within milliseconds). Loop thread. */
 void vps_pipeline_close(vps_pipeline *p);
+/* Hold writes (on) while the host's own listener is not subscribed, so that what was queued
+ * during an outage is not published before anyone here can receive it; off flushes. Loop
+ * thread. */
+void vps_pipeline_set_hold(vps_pipeline *p, int on);
+/* Release (hooks.done with VPS_PUB_QUEUED) every waiting token published before `before`
+ * (vps_now() seconds); the commands stay queued or in flight. Returns how many were released
+ * and stores in *oldest the publish time of the oldest token still waiting (0 if none).
+ * Loop thread. */
+size_t vps_pipeline_expire(vps_pipeline *p, double before, double *oldest);
 /* Commands not yet acknowledged (outbox + in flight). Loop thread. */
 size_t vps_pipeline_pending(const vps_pipeline *p);
 /* Free a closed pipeline; drop(token) is called for every token still held. Loop thread. */

@@ -22,6 +22,7 @@ typedef struct {
     vps_endpoint ep;
     PyObject *url_shown;          /* str, password redacted */
     double start_timeout, send_timeout, ping_interval, ping_timeout, backoff_min, backoff_max;
+    double publish_timeout;
     Py_ssize_t max_message_bytes;
     Py_ssize_t outbox_max_messages, outbox_max_bytes, queue_max_messages, queue_max_bytes;
     unsigned long fork_generation; /* vps_fork_generation when constructed */
@@ -50,6 +51,12 @@ typedef struct {
     PyObject *flush_waiters;      /* list of futures resolved when nothing is pending */
     PyObject *stop_waiters;       /* list of futures resolved when stop() finished */
     PyObject *stop_timer;         /* TimerHandle or NULL */
+    PyObject *hold_timer;         /* caps how long publishes wait for our own subscription */
+    int hold_expired;             /* that cap passed; cleared when subscribed again */
+    PyObject *ack_timer;          /* releases callers Redis has not answered in time */
+    int ack_late;                 /* the last release was logged (cleared by an ack in time) */
+    double overflow_logged_at;    /* vps_now() of the last overflow warning */
+    uint64_t overflow_logged_total; /* outbox drops already reported */
 
     /* counters and state for stats() */
     uint64_t received, skipped, listener_failures;
@@ -187,6 +194,8 @@ static PyObject *Publisher_on_pipe_writable(Publisher *self, PyObject *unused);
 static PyObject *Publisher_on_flush(Publisher *self, PyObject *unused);
 static PyObject *Publisher_on_start_timeout(Publisher *self, PyObject *unused);
 static PyObject *Publisher_on_stop_timeout(Publisher *self, PyObject *unused);
+static PyObject *Publisher_on_hold_timeout(Publisher *self, PyObject *unused);
+static PyObject *Publisher_on_ack_timeout(Publisher *self, PyObject *unused);
 
 static PyMethodDef on_wake_def = {"_on_wake", (PyCFunction)Publisher_on_wake, METH_NOARGS, NULL};
 static PyMethodDef on_pipe_readable_def = {"_on_pipe_readable",
@@ -198,6 +207,25 @@ static PyMethodDef on_start_timeout_def = {"_on_start_timeout",
                                            (PyCFunction)Publisher_on_start_timeout, METH_NOARGS, NULL};
 static PyMethodDef on_stop_timeout_def = {"_on_stop_timeout",
                                           (PyCFunction)Publisher_on_stop_timeout, METH_NOARGS, NULL};
+static PyMethodDef on_hold_timeout_def = {"_on_hold_timeout",
+                                          (PyCFunction)Publisher_on_hold_timeout, METH_NOARGS, NULL};
+static PyMethodDef on_ack_timeout_def = {"_on_ack_timeout",
+                                         (PyCFunction)Publisher_on_ack_timeout, METH_NOARGS, NULL};
+
+/* loop.call_later(delay, <def bound to self>) into *timer (replacing nothing: *timer must be
+ * NULL). Errors are logged. */
+static void arm_timer(Publisher *self, PyObject **timer, double delay, PyMethodDef *def)
+{
+    if (self->loop == NULL || *timer != NULL)
+        return;
+    PyObject *cb = callback(self, def);
+    PyObject *fn = cb ? PyObject_GetAttrString(self->loop, "call_later") : NULL;
+    *timer = fn ? PyObject_CallFunction(fn, "dO", delay, cb) : NULL;
+    Py_XDECREF(fn);
+    Py_XDECREF(cb);
+    if (*timer == NULL)
+        log_exception(self, "cannot arm a timer");
+}
 
 /* Register/unregister fd callbacks; errors are logged (the loop may be closed). */
 static void watch_fd(Publisher *self, const char *add, const char *remove, int fd, int on,
@@ -221,6 +249,22 @@ static void watch_queue(Publisher *self, int on)
         return;
     self->queue_watched = on;
     watch_fd(self, "add_reader", "remove_reader", self->queue->wake_fd, on, &on_wake_def);
+}
+
+/* While our own listener is not subscribed (after start() or a lost connection), publishes are
+ * held back, at most start_timeout: an outbox sent before this instance re-subscribed would
+ * reach nobody here. */
+static void update_hold(Publisher *self)
+{
+    int hold = self->listener != NULL && !self->subscribed && !self->hold_expired;
+    /* the cap counts only while Redis takes our publishes: the listener's next attempt comes
+     * within backoff_max, and its connect + PSUBSCRIBE within connect_timeout */
+    if (hold && self->pipe->fd >= 0)
+        arm_timer(self, &self->hold_timer, self->backoff_max + self->ep.connect_timeout,
+                  &on_hold_timeout_def);
+    else
+        cancel_timer(&self->hold_timer);
+    vps_pipeline_set_hold(self->pipe, hold);
 }
 
 /* ---- pipeline hooks ------------------------------------------------------------------ */
@@ -264,6 +308,8 @@ static void hook_done(void *host, void *token, int status, const char *detail)
     if (status == VPS_PUB_REDIS_ERROR) {
         log_text(self, "error", "Failed to publish to Redis: %s", detail ? detail : "error");
         set_last_error(self, detail ? detail : "publish failed");
+    } else if (status == VPS_PUB_OK) {
+        self->ack_late = 0;
     }
     resolve_future(fut);
     Py_DECREF(fut);
@@ -274,6 +320,10 @@ static void hook_notice(void *host, int what, const char *text)
     Publisher *self = host;
     switch (what) {
     case VPS_NOTE_CONNECTED:
+        /* Redis is back: the listener need not finish its backoff */
+        if (self->listener != NULL && !self->subscribed)
+            vps_listener_nudge(self->listener);
+        update_hold(self);
         if (self->publish_outage) {
             log_text(self, "warning",
                      "Publishing connection to Redis is back; sending %zd queued messages",
@@ -286,6 +336,7 @@ static void hook_notice(void *host, int what, const char *text)
     case VPS_NOTE_LOST:
     case VPS_NOTE_CONNECT_FAILED:
         set_last_error(self, text);
+        update_hold(self);
         if (!self->publish_outage) {
             self->publish_outage = 1;
             log_text(self, "warning",
@@ -294,9 +345,22 @@ static void hook_notice(void *host, int what, const char *text)
                      text, self->outbox_max_messages, self->outbox_max_bytes);
         }
         break;
-    case VPS_NOTE_OVERFLOW:
-        log_text(self, "warning", "Publish outbox overflow: %s", text);
+    case VPS_NOTE_OVERFLOW: {
+        /* at most one line per 5 s, however many messages are dropped */
+        double now = vps_now();
+        if (self->overflow_logged_at == 0 || now - self->overflow_logged_at >= 5.0) {
+            log_text(self, "warning",
+                     "Publish outbox full (%zd messages / %zd bytes): dropped the %llu oldest "
+                     "queued messages (newer progress supersedes them; %llu dropped in total)",
+                     self->outbox_max_messages, self->outbox_max_bytes,
+                     (unsigned long long)(self->pipe->dropped - self->overflow_logged_total),
+                     (unsigned long long)self->pipe->dropped);
+            self->overflow_logged_at = now;
+            self->overflow_logged_total = self->pipe->dropped;
+        }
+        (void)text;
         break;
+    }
     }
 }
 
@@ -330,6 +394,8 @@ static void unbind_loop(Publisher *self)
     }
     Py_CLEAR(self->start_timer);
     Py_CLEAR(self->stop_timer);
+    Py_CLEAR(self->hold_timer);
+    Py_CLEAR(self->ack_timer);
     if (self->start_waiters)
         PyList_SetSlice(self->start_waiters, 0, PyList_GET_SIZE(self->start_waiters), NULL);
     if (self->flush_waiters)
@@ -421,6 +487,41 @@ static void take_message(Publisher *self, vps_record *r, PyObject **batch)
     Py_XDECREF(pair);
 }
 
+static PyObject *Publisher_on_hold_timeout(Publisher *self, PyObject *Py_UNUSED(unused))
+{
+    Py_CLEAR(self->hold_timer);
+    if (self->listener != NULL && !self->subscribed) {
+        self->hold_expired = 1;
+        log_text(self, "warning",
+                 "Redis listener still not subscribed; publishing anyway (this instance's "
+                 "WebSockets miss what is published until it is)");
+    }
+    update_hold(self);
+    Py_RETURN_NONE;
+}
+
+static PyObject *Publisher_on_ack_timeout(Publisher *self, PyObject *Py_UNUSED(unused))
+{
+    Py_CLEAR(self->ack_timer);
+    double oldest;
+    size_t released = vps_pipeline_expire(self->pipe, vps_now() - self->publish_timeout, &oldest);
+    if (released > 0 && !self->ack_late) {
+        self->ack_late = 1;
+        char secs[32];
+        snprintf(secs, sizeof secs, "%g", self->publish_timeout);
+        log_text(self, "warning",
+                 "Redis has not acknowledged %zd publishes within %s s; their callers no longer "
+                 "wait (the messages stay queued and are sent when Redis answers)",
+                 (Py_ssize_t)released, secs);
+    }
+    if (oldest > 0) {
+        double delay = oldest + self->publish_timeout - vps_now();
+        arm_timer(self, &self->ack_timer, delay > 0.001 ? delay : 0.001, &on_ack_timeout_def);
+    }
+    check_flush_waiters(self);
+    Py_RETURN_NONE;
+}
+
 static void on_subscribed(Publisher *self)
 {
     self->subscribed = 1;
@@ -430,6 +531,9 @@ static void on_subscribed(Publisher *self)
     } else {
         log_text(self, "info", "Redis listener started (patterns: upload:*, user:*)");
     }
+    self->hold_expired = 0;
+    update_hold(self);
+    vps_pipeline_nudge(self->pipe); /* Redis is back: the publisher need not finish its backoff */
     cancel_timer(&self->start_timer);
     resolve_all(self->start_waiters);
 }
@@ -439,6 +543,7 @@ static void on_listener_down(Publisher *self, const char *why)
     self->subscribed = 0;
     self->listener_failures++;
     set_last_error(self, why);
+    update_hold(self);
     if (!self->listener_outage) {
         self->listener_outage = 1;
         log_text(self, "warning", "Redis listener disconnected (%s); reconnecting", why);
@@ -610,24 +715,26 @@ done:
 static PyObject *Publisher_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
 {
     static char *kwlist[] = {"redis_url", "manager", "start_timeout", "connect_timeout",
-                             "send_timeout", "ping_interval", "ping_timeout", "backoff_min",
+                             "publish_timeout", "send_timeout", "ping_interval", "ping_timeout",
+                             "backoff_min",
                              "backoff_max", "max_message_bytes", "outbox_max_messages",
                              "outbox_max_bytes", "queue_max_messages", "queue_max_bytes", NULL};
     PyObject *redis_url = Py_None, *manager = Py_None;
-    double start_timeout = 2.0, connect_timeout = 2.0, send_timeout = 5.0, ping_interval = 5.0,
-           ping_timeout = 2.0, backoff_min = 0.05, backoff_max = 2.0;
+    double start_timeout = 2.0, connect_timeout = 2.0, publish_timeout = 2.0, send_timeout = 5.0,
+           ping_interval = 5.0, ping_timeout = 2.0, backoff_min = 0.05, backoff_max = 1.0;
     Py_ssize_t max_message_bytes = 16 * 1024 * 1024, outbox_max_messages = 100000,
                outbox_max_bytes = 64 * 1024 * 1024, queue_max_messages = 100000,
                queue_max_bytes = 64 * 1024 * 1024;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "|O$Odddddddnnnnn:UploadProgressPublisher",
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "|O$Oddddddddnnnnn:UploadProgressPublisher",
                                      kwlist, &redis_url, &manager, &start_timeout,
-                                     &connect_timeout, &send_timeout, &ping_interval,
+                                     &connect_timeout, &publish_timeout, &send_timeout, &ping_interval,
                                      &ping_timeout, &backoff_min, &backoff_max,
                                      &max_message_bytes, &outbox_max_messages, &outbox_max_bytes,
                                      &queue_max_messages, &queue_max_bytes))
         return NULL;
     if (check_seconds("start_timeout", start_timeout) < 0 ||
         check_seconds("connect_timeout", connect_timeout) < 0 ||
+        check_seconds("publish_timeout", publish_timeout) < 0 ||
         check_seconds("send_timeout", send_timeout) < 0 ||
         check_seconds("ping_interval", ping_interval) < 0 ||
         check_seconds("ping_timeout", ping_timeout) < 0 ||
@@ -654,6 +761,7 @@ static PyObject *Publisher_new(PyTypeObject *type, PyObject *args, PyObject *kwd
     self->fork_generation = vps_fork_generation;
     self->start_timeout = start_timeout;
     self->send_timeout = send_timeout;
+    self->publish_timeout = publish_timeout;
     self->ping_interval = ping_interval;
     self->ping_timeout = ping_timeout;
     self->backoff_min = backoff_min;
@@ -736,16 +844,10 @@ static PyObject *Publisher_start(Publisher *self, PyObject *Py_UNUSED(unused))
     self->running = 1;
     self->subscribed = 0;
     self->listener_outage = 0;
+    self->hold_expired = 0;
+    update_hold(self);
     vps_pipeline_connect(self->pipe); /* warm the publishing connection too */
-    PyObject *cb = callback(self, &on_start_timeout_def);
-    if (cb != NULL) {
-        PyObject *fn = PyObject_GetAttrString(self->loop, "call_later");
-        self->start_timer = fn ? PyObject_CallFunction(fn, "dO", self->start_timeout, cb) : NULL;
-        Py_XDECREF(fn);
-        Py_DECREF(cb);
-    }
-    if (self->start_timer == NULL)
-        log_exception(self, "cannot arm the start timeout");
+    arm_timer(self, &self->start_timer, self->start_timeout, &on_start_timeout_def);
     log_text(self, "info", "UploadProgressPublisher started");
     return fut;
 fail:
@@ -782,6 +884,7 @@ static void stop_listener(Publisher *self)
     vps_listener_free(l);
     self->running = 0;
     self->subscribed = 0;
+    update_hold(self);
 }
 
 /* Last step of stop(): close the publishing connection, release every waiter. */
@@ -790,6 +893,8 @@ static void finish_stop(Publisher *self)
     self->stopping = 0;
     cancel_timer(&self->stop_timer);
     cancel_timer(&self->start_timer);
+    cancel_timer(&self->hold_timer);
+    cancel_timer(&self->ack_timer);
     size_t left = vps_pipeline_pending(self->pipe);
     vps_pipeline_close(self->pipe);
     if (left > 0)
@@ -838,17 +943,9 @@ static PyObject *Publisher_stop(Publisher *self, PyObject *Py_UNUSED(unused))
         /* give unacknowledged and queued publishes up to 1 s to reach Redis */
         self->stopping = 1;
         vps_pipeline_connect(self->pipe);
-        PyObject *cb = callback(self, &on_stop_timeout_def);
-        if (cb != NULL) {
-            PyObject *fn = PyObject_GetAttrString(self->loop, "call_later");
-            self->stop_timer = fn ? PyObject_CallFunction(fn, "dO", 1.0, cb) : NULL;
-            Py_XDECREF(fn);
-            Py_DECREF(cb);
-        }
-        if (self->stop_timer == NULL) {
-            log_exception(self, "cannot arm the stop timeout");
+        arm_timer(self, &self->stop_timer, 1.0, &on_stop_timeout_def);
+        if (self->stop_timer == NULL)
             finish_stop(self);
-        }
         return fut;
     }
     finish_stop(self);
@@ -951,6 +1048,9 @@ static PyObject *publish(Publisher *self, const char *prefix, size_t prefix_len,
     } else if (rc == VPS_PUB_QUEUED) {
         Py_DECREF(fut); /* not kept: Redis is unreachable, the message waits in the outbox */
         resolve_future(fut);
+    } else if (self->ack_timer == NULL) {
+        /* bound the caller's wait even if Redis stops answering (e.g. it is frozen) */
+        arm_timer(self, &self->ack_timer, self->publish_timeout, &on_ack_timeout_def);
     }
 done:
     if (chan != stackbuf)
@@ -1087,6 +1187,8 @@ static int Publisher_traverse(Publisher *self, visitproc visit, void *arg)
     Py_VISIT(self->flush_waiters);
     Py_VISIT(self->stop_waiters);
     Py_VISIT(self->stop_timer);
+    Py_VISIT(self->hold_timer);
+    Py_VISIT(self->ack_timer);
     if (self->pipe != NULL) {
         for (vps_cmd *c = self->pipe->sent_head; c != NULL; c = c->next)
             Py_VISIT((PyObject *)c->token);
@@ -1102,6 +1204,8 @@ static int Publisher_clear(Publisher *self)
     Py_CLEAR(self->dispatcher);
     Py_CLEAR(self->start_timer);
     Py_CLEAR(self->stop_timer);
+    Py_CLEAR(self->hold_timer);
+    Py_CLEAR(self->ack_timer);
     Py_CLEAR(self->start_waiters);
     Py_CLEAR(self->flush_waiters);
     Py_CLEAR(self->stop_waiters);
@@ -1183,8 +1287,8 @@ static PyMemberDef Publisher_members[] = {
 
 PyDoc_STRVAR(Publisher_doc,
 "UploadProgressPublisher(redis_url=None, *, manager=None, start_timeout=2.0,\n"
-"    connect_timeout=2.0, send_timeout=5.0, ping_interval=5.0, ping_timeout=2.0,\n"
-"    backoff_min=0.05, backoff_max=2.0, max_message_bytes=16 MiB,\n"
+"    connect_timeout=2.0, publish_timeout=2.0, send_timeout=5.0, ping_interval=5.0, ping_timeout=2.0,\n"
+"    backoff_min=0.05, backoff_max=1.0, max_message_bytes=16 MiB,\n"
 "    outbox_max_messages=100000, outbox_max_bytes=64 MiB,\n"
 "    queue_max_messages=100000, queue_max_bytes=64 MiB)\n"
 "--\n\n"
