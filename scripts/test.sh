@@ -11,25 +11,11 @@ root=$(pwd)
 
 scripts/system-deps.sh
 
-# find a working interpreter for version $1 (on PATH, under pyenv, or python3 itself)
-find_python() {
-    local v=$1 p
-    for p in "$(command -v "python$v" 2>/dev/null)" \
-             "${PYENV_ROOT:-$HOME/.pyenv}"/versions/"$v"*/bin/python"$v" \
-             "$(command -v python3 2>/dev/null)"; do
-        [ -n "$p" ] && [ -x "$p" ] || continue
-        if [ "$("$p" -c 'import sys; print("%d.%d" % sys.version_info[:2])' 2>/dev/null)" = "$v" ]; then
-            echo "$p"; return 0
-        fi
-    done
-    return 1
-}
-
 wanted=${VPS_PYTHONS:-}
 candidates=${wanted:-3.13 3.11}
 ran=0
 for v in $candidates; do
-    if ! py=$(find_python "$v"); then
+    if ! py=$(scripts/find-python.sh "$v"); then
         if [ -n "$wanted" ]; then echo "Python $v is required but not found" >&2; exit 1; fi
         echo "== Python $v not found; skipping it"
         continue
@@ -38,7 +24,7 @@ for v in $candidates; do
     echo "== Python $v ($py): building and testing in $venv"
     [ -x "$venv/bin/python" ] || "$py" -m venv "$venv"
     "$venv/bin/python" -m pip install -q --disable-pip-version-check --upgrade pip >/dev/null
-    "$venv/bin/python" -m pip install -q --disable-pip-version-check ".[test]"
+    "$venv/bin/python" -m pip install -q --disable-pip-version-check ".[test,bench]"
     rm -rf build  # setuptools reuses objects in build/: force a compile with -Werror
     VPS_CFLAGS="-Werror" "$venv/bin/python" -m pip install -q --disable-pip-version-check \
         --force-reinstall --no-deps --no-cache-dir .
@@ -46,11 +32,16 @@ for v in $candidates; do
     (cd tests && "$venv/bin/python" -m pytest -q -p no:cacheprovider "$@")
     ran=$((ran + 1))
     sanitize_python=${sanitize_python:-$py}
+    bench_python=${bench_python:-$venv/bin/python}
 done
 if [ "$ran" -eq 0 ]; then
     echo "no Python 3.13 or 3.11 found; install python3 (Debian/Ubuntu: apt-get install python3)" >&2
     exit 1
 fi
+# the benchmark's smoke run (a few seconds; no thresholds: CI machines are noisy)
+out=$(mktemp -d)
+"$bench_python" bench/run.py --quick --json "$out/bench.json" --png "$out/bench.png"
+rm -rf "$out"
 # the same suite with AddressSanitizer + UBSan + LeakSanitizer (the million-message test is
 # left out: it checks RSS, which the sanitizer's allocator would distort)
 scripts/sanitize.sh "$sanitize_python" -m "not slow" "$@"

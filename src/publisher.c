@@ -258,8 +258,9 @@ static void update_hold(Publisher *self)
 {
     int hold = self->listener != NULL && !self->subscribed && !self->hold_expired;
     /* the cap counts only while Redis takes our publishes: the listener's next attempt comes
-     * within backoff_max, and its connect + PSUBSCRIBE within connect_timeout */
-    if (hold && self->pipe->fd >= 0)
+     * within backoff_max, and its connect + PSUBSCRIBE within connect_timeout; it runs only
+     * while something waits to be published */
+    if (hold && self->pipe->fd >= 0 && vps_pipeline_pending(self->pipe) > 0)
         arm_timer(self, &self->hold_timer, self->backoff_max + self->ep.connect_timeout,
                   &on_hold_timeout_def);
     else
@@ -1048,9 +1049,11 @@ static PyObject *publish(Publisher *self, const char *prefix, size_t prefix_len,
     } else if (rc == VPS_PUB_QUEUED) {
         Py_DECREF(fut); /* not kept: Redis is unreachable, the message waits in the outbox */
         resolve_future(fut);
-    } else if (self->ack_timer == NULL) {
-        /* bound the caller's wait even if Redis stops answering (e.g. it is frozen) */
-        arm_timer(self, &self->ack_timer, self->publish_timeout, &on_ack_timeout_def);
+    } else {
+        if (self->ack_timer == NULL) /* bound the wait even if Redis stops answering */
+            arm_timer(self, &self->ack_timer, self->publish_timeout, &on_ack_timeout_def);
+        if (self->pipe->hold && self->hold_timer == NULL)
+            update_hold(self); /* the first publish held back starts the cap */
     }
 done:
     if (chan != stackbuf)
