@@ -33,9 +33,12 @@ set +e
     "../$venv/bin/python" -m pytest -q -p no:cacheprovider "$@")
 rc=$?
 set -e
-if ls "$log".* >/dev/null 2>&1; then
+# a report is an ERROR from ASan/LSan or a UBSan "runtime error" (LSan's notes such as "thread
+# was not suspended" alone are not)
+reports=$(grep -l -E "ERROR: (AddressSanitizer|LeakSanitizer)|runtime error:" "$log".* 2>/dev/null || true)
+if [ -n "$reports" ]; then
     echo "== sanitizer reports:" >&2
-    cat "$log".* >&2
+    cat $reports >&2
     exit 1
 fi
 [ $rc -eq 0 ] || exit $rc

@@ -91,10 +91,10 @@ static int run_session(vps_listener *l, int fd, vps_err *err)
     double now = vps_now();
     double subscribe_deadline = now + l->ep->connect_timeout;
     double last_rx = now, ping_sent = 0;
-    char *buf = malloc(READ_CHUNK);
-    redisReader *reader = vps_reader_new();
-    vps_chain chain = {0};
-    if (buf == NULL || reader == NULL) {
+    char *buf = l->buf;
+    redisReader *reader = l->reader = vps_reader_new();
+    vps_chain *chain = &l->chain;
+    if (reader == NULL) {
         vps_err_set(err, "out of memory");
         goto done;
     }
@@ -174,20 +174,20 @@ static int run_session(vps_listener *l, int fd, vps_err *err)
             }
             if (reply == NULL)
                 break;
-            rc = handle_reply(l, reply, &chain, &confirmed, err);
+            rc = handle_reply(l, reply, chain, &confirmed, err);
             vps_reply_free(reply);
             if (rc != 0)
                 goto done;
         }
-        vps_queue_push_chain(l->queue, &chain);
+        vps_queue_push_chain(l->queue, chain);
     }
 done:
     /* whatever was parsed before a failure is still delivered, in order */
-    vps_queue_push_chain(l->queue, &chain);
+    vps_queue_push_chain(l->queue, chain);
     l->subscribed = 0;
-    free(buf);
     if (reader != NULL)
         vps_reader_free(reader);
+    l->reader = NULL;
     return rc;
 }
 
@@ -198,6 +198,12 @@ static void *listener_main(void *arg)
     unsigned attempt = 0;
     vps_err err;
     while (!l->cancel) {
+        if (l->buf == NULL && (l->buf = malloc(READ_CHUNK)) == NULL) {
+            post_text(l, VPS_REC_LISTENER_DOWN, "out of memory");
+            if (pause_for(l, l->opts.backoff_max) == VPS_CANCELLED)
+                break;
+            continue;
+        }
         err.text[0] = '\0';
         int fd = vps_conn_open(l->ep, "vuemantics-pubsub:listener", l->cancel_sig.rfd, &err);
         if (fd == VPS_CANCELLED)
@@ -268,6 +274,13 @@ void vps_listener_free(vps_listener *l)
 {
     if (l == NULL)
         return;
+    free(l->buf);
+    if (l->reader != NULL) /* only after fork(): a live thread always frees its reader */
+        vps_reader_free(l->reader);
+    for (vps_record *r = l->chain.head, *next; r != NULL; r = next) {
+        next = r->next;
+        vps_record_free(r);
+    }
     vps_signal_close(&l->cancel_sig);
     vps_signal_close(&l->nudge);
     free(l);

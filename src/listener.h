@@ -8,6 +8,7 @@
 #include <stdint.h>
 
 #include "common.h"
+#include "compat.h"
 #include "queue.h"
 
 typedef struct vps_listener_opts {
@@ -24,6 +25,11 @@ typedef struct vps_listener {
     vps_signal cancel_sig;      /* readable once stop was asked */
     vps_signal nudge;           /* readable when the host saw Redis come back: retry now */
     volatile int cancel;        /* set by stop; read by the thread */
+    /* the thread's session state, kept here (not on its stack) so that a forked child, where
+     * the thread does not exist, can still free it */
+    char *buf;                /* READ_CHUNK bytes for recv() */
+    redisReader *reader;      /* the current session's parser */
+    vps_chain chain;          /* records parsed and not yet pushed */
     /* written by the thread, read by anyone: plain counters, torn reads are harmless */
     volatile uint64_t reconnects;
     volatile uint64_t pings;
