@@ -28,6 +28,7 @@ void vps_err_set(vps_err *err, const char *fmt, ...)
 int vps_signal_open(vps_signal *s)
 {
     int fds[2];
+    s->rfd = s->wfd = -1;
     if (pipe(fds) < 0)
         return -1;
     for (int i = 0; i < 2; i++) {
@@ -59,9 +60,9 @@ void vps_signal_clear(vps_signal *s)
 
 void vps_signal_close(vps_signal *s)
 {
-    if (s->rfd > 0)
+    if (s->rfd >= 0)
         close(s->rfd);
-    if (s->wfd > 0)
+    if (s->wfd >= 0)
         close(s->wfd);
     s->rfd = s->wfd = -1;
 }

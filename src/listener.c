@@ -237,9 +237,11 @@ vps_listener *vps_listener_start(const vps_endpoint *ep, const vps_listener_opts
         vps_err_set(err, "out of memory");
         return NULL;
     }
+    l->nudge.rfd = l->nudge.wfd = -1;
     if (vps_signal_open(&l->cancel_sig) < 0 || vps_signal_open(&l->nudge) < 0) {
         vps_err_set(err, "pipe(): %s", strerror(errno));
         vps_signal_close(&l->cancel_sig);
+        vps_signal_close(&l->nudge);
         free(l);
         return NULL;
     }

@@ -174,6 +174,42 @@ static void set_write_interest(vps_pipeline *p, int on)
 
 /* Tear the connection down after an error: unacknowledged commands go back to the front of
  * the outbox, every waiting caller is released as QUEUED, and a reconnect starts. */
+/* Put the commands written but not acknowledged back at the front of the outbox (Redis may or
+ * may not have run them: at-least-once). A command that was in flight at MAX_RESENDS
+ * connection losses is dropped as failed instead: it may be what makes Redis close the
+ * connection. */
+#define MAX_RESENDS 3
+static void requeue_sent(vps_pipeline *p)
+{
+    vps_cmd *keep_head = NULL, *keep_tail = NULL;
+    for (vps_cmd *c = p->sent_head, *next; c != NULL; c = next) {
+        next = c->next;
+        c->next = NULL;
+        if (++c->resends > MAX_RESENDS) {
+            p->failed++;
+            finish(p, c, VPS_PUB_REDIS_ERROR, "connection lost with it in flight too many times");
+            free(c);
+            continue;
+        }
+        if (keep_tail)
+            keep_tail->next = c;
+        else
+            keep_head = c;
+        keep_tail = c;
+        p->out_count++;
+        p->out_bytes += c->len;
+    }
+    if (keep_head != NULL) {
+        keep_tail->next = p->out_head;
+        if (p->out_tail == NULL)
+            p->out_tail = keep_tail;
+        p->out_head = keep_head;
+    }
+    p->sent_head = p->sent_tail = NULL;
+    p->sent_count = 0;
+    p->out_off = 0;
+}
+
 /* Redis is unreachable: callers waiting on the outbox are released as QUEUED. */
 static void enter_outage(vps_pipeline *p)
 {
@@ -194,19 +230,7 @@ static void lose_connection(vps_pipeline *p, const char *why)
     vps_conn_abort(p->fd);
     p->fd = -1;
     p->want_write = 0;
-    if (p->sent_head != NULL) {
-        p->sent_tail->next = p->out_head;
-        if (p->out_tail == NULL)
-            p->out_tail = p->sent_tail;
-        p->out_head = p->sent_head;
-        for (vps_cmd *c = p->sent_head; c != NULL && c != p->sent_tail->next; c = c->next) {
-            p->out_count++;
-            p->out_bytes += c->len;
-        }
-        p->sent_head = p->sent_tail = NULL;
-        p->sent_count = 0;
-    }
-    p->out_off = 0;
+    requeue_sent(p);
     enter_outage(p);
     if (p->reader != NULL)
         vps_reader_free(p->reader);
@@ -230,9 +254,11 @@ vps_pipeline *vps_pipeline_new(const vps_endpoint *ep, vps_queue *queue,
         vps_err_set(err, "out of memory");
         return NULL;
     }
+    p->nudge.rfd = p->nudge.wfd = -1;
     if (vps_signal_open(&p->cancel_sig) < 0 || vps_signal_open(&p->nudge) < 0) {
         vps_err_set(err, "pipe(): %s", strerror(errno));
         vps_signal_close(&p->cancel_sig);
+        vps_signal_close(&p->nudge);
         free(p);
         return NULL;
     }
@@ -284,6 +310,7 @@ int vps_pipeline_publish(vps_pipeline *p, const char *chan, size_t chan_len, con
     c->len = len;
     c->next = NULL;
     c->queued_at = vps_now();
+    c->resends = 0;
     int connected = p->fd >= 0;
     /* while Redis is known to be unreachable the caller does not wait; while a first
      * connection is merely being made, it waits for the acknowledgement as usual */
@@ -437,7 +464,10 @@ void vps_pipeline_on_record(vps_pipeline *p, vps_record *r)
 {
     int stale = r->generation != p->generation;
     if (r->kind == VPS_REC_PIPE_CONNECTED) {
-        join_connector(p);
+        /* a stale record's connector was joined by the close() that made it stale; the
+         * current one may still be connecting and must not be waited for here */
+        if (!stale)
+            join_connector(p);
         if (stale || p->fd >= 0) {
             vps_conn_abort(r->fd);
         } else if ((p->reader = vps_reader_new()) == NULL) {
@@ -469,18 +499,7 @@ void vps_pipeline_close(vps_pipeline *p)
         p->fd = -1;
         p->want_write = 0;
     }
-    if (p->sent_head != NULL) {
-        p->sent_tail->next = p->out_head;
-        if (p->out_tail == NULL)
-            p->out_tail = p->sent_tail;
-        p->out_head = p->sent_head;
-        p->out_count += p->sent_count;
-        for (vps_cmd *c = p->sent_head; c != p->sent_tail->next; c = c->next)
-            p->out_bytes += c->len;
-        p->sent_head = p->sent_tail = NULL;
-        p->sent_count = 0;
-    }
-    p->out_off = 0;
+    requeue_sent(p);
     for (vps_cmd *c = p->out_head; c != NULL; c = c->next)
         finish(p, c, VPS_PUB_QUEUED, NULL);
     if (p->reader != NULL)

@@ -47,6 +47,7 @@ typedef struct vps_cmd {
     struct vps_cmd *next;
     void *token;  /* the host's waiter, or NULL once resolved */
     double queued_at; /* vps_now() when published */
+    unsigned resends; /* connection losses it was in flight for */
     size_t len;
     char buf[];   /* RESP text of the command */
 } vps_cmd;

@@ -441,6 +441,8 @@ static int bind_loop(Publisher *self)
     }
     self->loop = loop;
     self->create_future = create_future;
+    if (self->listener != NULL) /* still running from the closed loop: deliver here now */
+        watch_queue(self, 1);
     return 0;
 }
 
@@ -828,8 +830,10 @@ static PyObject *Publisher_start(Publisher *self, PyObject *Py_UNUSED(unused))
         return NULL;
     if (PyList_Append(self->start_waiters, fut) < 0)
         goto fail;
-    if (self->running) /* a start is in progress: wait with it */
+    if (self->running) { /* a start is in progress: wait with it, bounded as the first was */
+        arm_timer(self, &self->start_timer, self->start_timeout, &on_start_timeout_def);
         return fut;
+    }
     if (self->stopping) /* a stop is flushing: finish it first */
         finish_stop(self);
     watch_queue(self, 1);
@@ -1243,7 +1247,10 @@ static void Publisher_dealloc(Publisher *self)
             vps_pipeline_free(self->pipe, drop_token);
         self->pipe = NULL;
     }
-    vps_queue_free(self->queue);
+    if (forked)
+        vps_queue_abandon(self->queue);
+    else
+        vps_queue_free(self->queue);
     self->queue = NULL;
     Publisher_clear(self);
     Py_CLEAR(self->logger);

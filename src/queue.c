@@ -80,22 +80,39 @@ vps_queue *vps_queue_new(size_t max_messages, size_t max_bytes)
     return q;
 }
 
+/* Free the records (closing the fd of an unclaimed PIPE_CONNECTED) and the wake-up fds. */
+static void release_contents(vps_queue *q)
+{
+    vps_record *r = q->head;
+    while (r != NULL) {
+        vps_record *next = r->next;
+        if (r->kind == VPS_REC_PIPE_CONNECTED && r->fd >= 0)
+            close(r->fd);
+        vps_record_free(r);
+        r = next;
+    }
+    q->head = q->tail = NULL;
+    if (q->wake_wfd != q->wake_fd)
+        close(q->wake_wfd);
+    close(q->wake_fd);
+}
+
 void vps_queue_free(vps_queue *q)
 {
     if (q == NULL)
         return;
-    vps_record *r = q->head;
-    while (r != NULL) {
-        vps_record *next = r->next;
-        vps_record_free(r);
-        r = next;
-    }
-    if (q->wake_wfd != q->wake_fd)
-        close(q->wake_wfd);
-    close(q->wake_fd);
+    release_contents(q);
     pthread_cond_destroy(&q->room);
     pthread_mutex_destroy(&q->lock);
     free(q);
+}
+
+void vps_queue_abandon(vps_queue *q)
+{
+    if (q == NULL)
+        return;
+    release_contents(q);
+    free(q); /* the mutex and condition variable go with the memory, never destroyed */
 }
 
 vps_record *vps_record_new(uint32_t kind, size_t len)

@@ -50,6 +50,11 @@ vps_queue *vps_queue_new(size_t max_messages, size_t max_bytes);
 /* Frees the queue and every record in it. Loop thread, after all producers have stopped. */
 void vps_queue_free(vps_queue *q);
 
+/* Free a queue inherited through fork(): records and fds, but not the mutex and condition
+ * variable, which may still count waiters of a thread that exists only in the parent (destroying
+ * them could wait forever). Child's loop thread. */
+void vps_queue_abandon(vps_queue *q);
+
 /* New record of `kind` with room for `len` data bytes (+1 for a NUL); NULL on ENOMEM.
  * Any thread; no lock. */
 vps_record *vps_record_new(uint32_t kind, size_t len);

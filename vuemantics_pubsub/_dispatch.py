@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import sys
-import types
 from collections import deque
 from typing import Any
 
@@ -20,7 +19,7 @@ from .manager import get_default_manager
 
 logger = logging.getLogger("vuemantics_pubsub")
 
-_CoroutineType = types.CoroutineType
+_EAGER = sys.version_info >= (3, 12)
 
 
 def _backend_manager() -> Any:
@@ -32,40 +31,6 @@ def _backend_manager() -> Any:
         except Exception:
             return None
     return module.get_manager()
-
-
-class _Resume:
-    """Awaitable that finishes a coroutine which already ran up to its first suspension.
-
-    The dispatcher starts each send itself (``coro.send(None)``) so that a send which
-    completes at once costs no task. When the send does suspend, the outlet task awaits this
-    object: it hands the task the future the coroutine is waiting on, then keeps driving the
-    coroutine, exactly as ``await coro`` would have from that point on (results, exceptions
-    and cancellation pass through unchanged).
-    """
-
-    __slots__ = ("coro", "yielded")
-
-    def __init__(self, coro: Any, yielded: Any) -> None:
-        self.coro = coro
-        self.yielded = yielded
-
-    def __await__(self) -> Any:
-        coro, yielded = self.coro, self.yielded
-        self.coro = self.yielded = None
-        while True:
-            try:
-                sent = yield yielded
-            except BaseException as exc:  # thrown in by the task: cancellation, GeneratorExit
-                try:
-                    yielded = coro.throw(exc)
-                except StopIteration as stop:
-                    return stop.value
-            else:
-                try:
-                    yielded = coro.send(sent)
-                except StopIteration as stop:
-                    return stop.value
 
 
 class _Outlet:
@@ -134,6 +99,7 @@ class Dispatcher:
                 self._warned_no_manager = True
             return
         connections = manager.user_connections
+        started: list[_Outlet] = []
         for channel, payload in batch:
             try:
                 if channel.startswith("upload:"):
@@ -148,51 +114,45 @@ class Dispatcher:
                     if not sockets:
                         continue
                     for ws in tuple(sockets):
-                        self._enqueue(user_id, ws, payload)
+                        self._enqueue(user_id, ws, payload, started)
             except Exception:
                 logger.exception("Error routing message on channel %r", channel)
+        # Start the new outlets only now, so that a socket that got several messages of this
+        # batch sends them all from one task.
+        for outlet in started:
+            self._start(outlet)
 
-    def _enqueue(self, user_id: str, ws: Any, payload: str) -> None:
+    def _enqueue(self, user_id: str, ws: Any, payload: str, started: list[_Outlet]) -> None:
         outlet = self._outlets.get(ws)
-        if outlet is not None:
-            if not outlet.dead:
-                outlet.queue.append(payload)
-            return
-        # No backlog for this socket: start the send right here. Most sends finish without
-        # waiting (the transport takes the frame), and then no task is needed at all.
-        first: Any
-        try:
-            awaitable = ws.send_text(payload)
-            if type(awaitable) is _CoroutineType:
-                first = _Resume(awaitable, awaitable.send(None))
-            else:
-                first = awaitable  # another kind of awaitable: the outlet task awaits it
-        except StopIteration:
-            self.delivered += 1
-            return
-        except Exception as exc:
-            first = exc
-        outlet = _Outlet(ws, user_id)
-        self._outlets[ws] = outlet
+        if outlet is None:
+            outlet = self._outlets[ws] = _Outlet(ws, user_id)
+            started.append(outlet)
+        if not outlet.dead:
+            outlet.queue.append(payload)
+
+    def _start(self, outlet: _Outlet) -> None:
         loop = self._loop
         if loop is None:
             loop = self._loop = asyncio.get_running_loop()
         outlet.since = loop.time()
-        outlet.task = loop.create_task(self._run_outlet(outlet, first))
-        if self._watchdog is None:
-            self._arm_watchdog(loop)
+        coro = self._run_outlet(outlet)
+        if _EAGER:
+            # runs at once, inside its task, up to the first real suspension: a send that
+            # completes without waiting costs no scheduling round
+            task = asyncio.Task(coro, loop=loop, eager_start=True)  # type: ignore[call-arg]
+        else:
+            task = loop.create_task(coro)
+        if not task.done():
+            outlet.task = task
+            if self._watchdog is None:
+                self._arm_watchdog(loop)
 
-    async def _run_outlet(self, outlet: _Outlet, first: Any) -> None:
-        """Finish the send that had to wait (or handle the one that failed), then send the
-        socket's backlog in order."""
+    async def _run_outlet(self, outlet: _Outlet) -> None:
+        """Send the socket's backlog in order; a failure or a timeout disconnects it."""
         ws, queue = outlet.ws, outlet.queue
         loop = self._loop
         assert loop is not None
         try:
-            if isinstance(first, BaseException):
-                raise first
-            await first
-            self.delivered += 1
             while queue:
                 payload = queue.popleft()
                 outlet.since = loop.time()
