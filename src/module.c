@@ -5,6 +5,7 @@
 
 #include <pthread.h>
 
+#include "call.h"
 #include "compat.h"
 
 /* Child side of fork(): publishers made before it refuse to run. Async-signal-safe. */
@@ -38,6 +39,9 @@ static int module_exec(PyObject *module)
     Py_DECREF(logging);
     if (st->logger == NULL)
         return -1;
+    st->call_type = (PyTypeObject *)PyType_FromModuleAndSpec(module, &vps_call_spec, NULL);
+    if (st->call_type == NULL || PyModule_AddType(module, st->call_type) < 0)
+        return -1;
     st->publisher_type =
         (PyTypeObject *)PyType_FromModuleAndSpec(module, &vps_publisher_spec, NULL);
     if (st->publisher_type == NULL)
@@ -53,6 +57,7 @@ static int module_traverse(PyObject *module, visitproc visit, void *arg)
 {
     vps_module_state *st = PyModule_GetState(module);
     Py_VISIT(st->publisher_type);
+    Py_VISIT(st->call_type);
     Py_VISIT(st->get_running_loop);
     Py_VISIT(st->logger);
     return 0;
@@ -62,6 +67,7 @@ static int module_clear(PyObject *module)
 {
     vps_module_state *st = PyModule_GetState(module);
     Py_CLEAR(st->publisher_type);
+    Py_CLEAR(st->call_type);
     Py_CLEAR(st->get_running_loop);
     Py_CLEAR(st->logger);
     return 0;

@@ -8,6 +8,7 @@
 
 typedef struct {
     PyTypeObject *publisher_type;
+    PyTypeObject *call_type;    /* the awaitable the methods return */
     PyObject *get_running_loop; /* asyncio.get_running_loop */
     PyObject *logger;           /* logging.getLogger("vuemantics_pubsub") */
 } vps_module_state;

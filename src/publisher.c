@@ -11,6 +11,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "call.h"
 #include "common.h"
 #include "listener.h"
 #include "pipeline.h"
@@ -32,6 +33,7 @@ typedef struct {
     PyObject *dispatch;           /* its bound .dispatch */
     PyObject *logger;
     PyObject *get_running_loop;
+    PyTypeObject *call_type;      /* the awaitable type the methods return */
     PyObject *loop;               /* the loop we are bound to, or NULL */
     PyObject *create_future;      /* loop.create_future, or NULL */
 
@@ -777,6 +779,7 @@ static PyObject *Publisher_new(PyTypeObject *type, PyObject *args, PyObject *kwd
     self->queue_max_bytes = queue_max_bytes;
     self->logger = Py_NewRef(st->logger);
     self->get_running_loop = Py_NewRef(st->get_running_loop);
+    self->call_type = (PyTypeObject *)Py_NewRef(st->call_type);
     if (configure_endpoint(self, redis_url) < 0)
         goto fail;
     PyObject *factory = import_attr("vuemantics_pubsub._dispatch", "make_dispatcher");
@@ -819,8 +822,10 @@ PyDoc_STRVAR(start_doc, "start($self, /)\n--\n\n"
 "is confirmed, or after start_timeout with a warning logged if Redis is unreachable (the\n"
 "listener keeps retrying in the background). Idempotent.");
 
-static PyObject *Publisher_start(Publisher *self, PyObject *Py_UNUSED(unused))
+/* start()'s operation: a future resolved once subscribed (or after start_timeout). */
+static PyObject *run_start(PyObject *publisher, PyObject *Py_UNUSED(a), PyObject *Py_UNUSED(b))
 {
+    Publisher *self = (Publisher *)publisher;
     if (bind_loop(self) < 0)
         return NULL;
     if (self->running && self->subscribed)
@@ -930,8 +935,10 @@ PyDoc_STRVAR(stop_doc, "stop($self, /)\n--\n\n"
 "Stop the listener, flush unacknowledged publishes (for at most 1 s), close the connections.\n"
 "Returns an awaitable; idempotent; never raises for Redis problems.");
 
-static PyObject *Publisher_stop(Publisher *self, PyObject *Py_UNUSED(unused))
+/* stop()'s operation: a future resolved once stopped and flushed (at most 1 s). */
+static PyObject *run_stop(PyObject *publisher, PyObject *Py_UNUSED(a), PyObject *Py_UNUSED(b))
 {
+    Publisher *self = (Publisher *)publisher;
     if (bind_loop(self) < 0)
         return NULL;
     PyObject *fut = new_future(self);
@@ -1002,20 +1009,16 @@ static int message_bytes(PyObject *message, PyObject **owner, const char **buf, 
 }
 
 /* PUBLISH `prefix{id}` message; returns a future (new reference) or NULL. */
-static PyObject *publish(Publisher *self, const char *prefix, size_t prefix_len,
-                         PyObject *const *args, Py_ssize_t nargs, const char *name)
+static PyObject *publish(Publisher *self, const char *prefix, size_t prefix_len, PyObject *id_obj,
+                         PyObject *message)
 {
-    if (nargs != 2) {
-        PyErr_Format(PyExc_TypeError, "%s() takes exactly 2 arguments (%zd given)", name, nargs);
-        return NULL;
-    }
     if (bind_loop(self) < 0)
         return NULL;
     PyObject *id_text = NULL, *owner = NULL, *fut = NULL;
     char stackbuf[256], *chan = stackbuf;
     const char *payload, *id;
     Py_ssize_t payload_len, id_len;
-    id_text = PyUnicode_CheckExact(args[0]) ? Py_NewRef(args[0]) : PyObject_Format(args[0], NULL);
+    id_text = PyUnicode_CheckExact(id_obj) ? Py_NewRef(id_obj) : PyObject_Format(id_obj, NULL);
     if (id_text == NULL)
         goto done;
     if (!PyUnicode_Check(id_text)) {
@@ -1023,7 +1026,7 @@ static PyObject *publish(Publisher *self, const char *prefix, size_t prefix_len,
         goto done;
     }
     id = PyUnicode_AsUTF8AndSize(id_text, &id_len);
-    if (id == NULL || message_bytes(args[1], &owner, &payload, &payload_len) < 0)
+    if (id == NULL || message_bytes(message, &owner, &payload, &payload_len) < 0)
         goto done;
     if (payload_len > self->max_message_bytes) {
         PyErr_Format(PyExc_ValueError,
@@ -1072,10 +1075,34 @@ PyDoc_STRVAR(publish_progress_doc, "publish_progress($self, upload_id, message, 
 "str or bytes. Returns an awaitable that completes once Redis acknowledged it (or once it is\n"
 "queued while Redis is unreachable). Redis errors are logged, never raised.");
 
+static PyObject *run_flush(PyObject *publisher, PyObject *a, PyObject *b);
+
+static PyObject *run_publish_progress(PyObject *publisher, PyObject *id, PyObject *message)
+{
+    return publish((Publisher *)publisher, "upload:", 7, id, message);
+}
+
+static PyObject *run_publish_to_user(PyObject *publisher, PyObject *id, PyObject *message)
+{
+    return publish((Publisher *)publisher, "user:", 5, id, message);
+}
+
+/* The awaitable for a two-argument method; TypeError (at call time, as for a function)
+ * unless exactly two positional arguments. */
+static PyObject *publish_call(Publisher *self, PyObject *const *args, Py_ssize_t nargs,
+                              vps_call_fn fn, const char *name)
+{
+    if (nargs != 2) {
+        PyErr_Format(PyExc_TypeError, "%s() takes exactly 2 arguments (%zd given)", name, nargs);
+        return NULL;
+    }
+    return vps_call_new(self->call_type, (PyObject *)self, fn, name, args[0], args[1]);
+}
+
 static PyObject *Publisher_publish_progress(Publisher *self, PyObject *const *args,
                                             Py_ssize_t nargs)
 {
-    return publish(self, "upload:", 7, args, nargs, "publish_progress");
+    return publish_call(self, args, nargs, run_publish_progress, "publish_progress");
 }
 
 PyDoc_STRVAR(publish_to_user_doc, "publish_to_user($self, user_id, message, /)\n--\n\n"
@@ -1084,15 +1111,32 @@ PyDoc_STRVAR(publish_to_user_doc, "publish_to_user($self, user_id, message, /)\n
 static PyObject *Publisher_publish_to_user(Publisher *self, PyObject *const *args,
                                            Py_ssize_t nargs)
 {
-    return publish(self, "user:", 5, args, nargs, "publish_to_user");
+    return publish_call(self, args, nargs, run_publish_to_user, "publish_to_user");
+}
+
+static PyObject *Publisher_start(Publisher *self, PyObject *Py_UNUSED(unused))
+{
+    return vps_call_new(self->call_type, (PyObject *)self, run_start, "start", NULL, NULL);
+}
+
+static PyObject *Publisher_stop(Publisher *self, PyObject *Py_UNUSED(unused))
+{
+    return vps_call_new(self->call_type, (PyObject *)self, run_stop, "stop", NULL, NULL);
+}
+
+static PyObject *Publisher_flush(Publisher *self, PyObject *Py_UNUSED(unused))
+{
+    return vps_call_new(self->call_type, (PyObject *)self, run_flush, "flush", NULL, NULL);
 }
 
 PyDoc_STRVAR(flush_doc, "flush($self, /)\n--\n\n"
 "Returns an awaitable that completes when every publish made so far has been acknowledged by\n"
 "Redis. While Redis is unreachable it waits; wrap it in asyncio.wait_for() to bound that.");
 
-static PyObject *Publisher_flush(Publisher *self, PyObject *Py_UNUSED(unused))
+/* flush()'s operation: a future resolved when nothing is pending. */
+static PyObject *run_flush(PyObject *publisher, PyObject *Py_UNUSED(a), PyObject *Py_UNUSED(b))
 {
+    Publisher *self = (Publisher *)publisher;
     if (bind_loop(self) < 0)
         return NULL;
     if (vps_pipeline_pending(self->pipe) == 0)
@@ -1255,6 +1299,7 @@ static void Publisher_dealloc(Publisher *self)
     Publisher_clear(self);
     Py_CLEAR(self->logger);
     Py_CLEAR(self->get_running_loop);
+    Py_CLEAR(self->call_type);
     Py_CLEAR(self->url_shown);
     free(self->ep.host);
     free(self->ep.unix_path);
