@@ -210,7 +210,9 @@ static void *listener_main(void *arg)
             break;
         if (fd >= 0) {
             double began = vps_now();
+            l->fd = fd;
             int rc = run_session(l, fd, &err);
+            l->fd = -1;
             vps_conn_abort(fd);
             if (rc == VPS_CANCELLED)
                 break;
@@ -238,6 +240,7 @@ vps_listener *vps_listener_start(const vps_endpoint *ep, const vps_listener_opts
         return NULL;
     }
     l->nudge.rfd = l->nudge.wfd = -1;
+    l->fd = -1;
     if (vps_signal_open(&l->cancel_sig) < 0 || vps_signal_open(&l->nudge) < 0) {
         vps_err_set(err, "pipe(): %s", strerror(errno));
         vps_signal_close(&l->cancel_sig);
@@ -295,5 +298,7 @@ void vps_listener_nudge(vps_listener *l)
 
 void vps_listener_abandon(vps_listener *l)
 {
+    if (l->fd >= 0) /* the parent's subscriber connection: let go of our copy */
+        close(l->fd);
     vps_listener_free(l);
 }

@@ -27,6 +27,7 @@ typedef struct vps_listener {
     volatile int cancel;        /* set by stop; read by the thread */
     /* the thread's session state, kept here (not on its stack) so that a forked child, where
      * the thread does not exist, can still free it */
+    int fd;                   /* the session's socket, -1 between sessions */
     char *buf;                /* READ_CHUNK bytes for recv() */
     redisReader *reader;      /* the current session's parser */
     vps_chain chain;          /* records parsed and not yet pushed */

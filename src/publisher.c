@@ -595,6 +595,8 @@ static PyObject *Publisher_on_wake(Publisher *self, PyObject *Py_UNUSED(unused))
 {
     if (self->fork_generation == vps_fork_generation)
         drain_queue(self);
+    else /* a forked child running the parent's loop: the queue is not ours, stop watching */
+        watch_queue(self, 0);
     Py_RETURN_NONE;
 }
 
