@@ -5,6 +5,7 @@ saying what to install. Extra compiler flags come from $VPS_CFLAGS (CI sets -Wer
 sanitizer job sets -fsanitize=...).
 """
 
+import ctypes.util
 import os
 import shlex
 import subprocess
@@ -40,6 +41,9 @@ def hiredis_flags() -> tuple[list[str], list[str], list[str], list[str]]:
 
 
 include_dirs, macros, library_dirs, libraries = hiredis_flags()
+# glibc before 2.34 keeps getaddrinfo_a (the cancellable DNS lookup) in libanl
+if sys.platform.startswith("linux") and ctypes.util.find_library("anl"):
+    libraries.append("anl")
 extra = ["-std=c11", "-D_GNU_SOURCE", "-Wall", "-Wextra", "-fvisibility=hidden", *macros]
 extra += shlex.split(os.environ.get("VPS_CFLAGS", ""))
 link_extra = shlex.split(os.environ.get("VPS_LDFLAGS", ""))

@@ -111,6 +111,94 @@ fail:
     return VPS_ERROR;
 }
 
+#ifdef __GLIBC__
+/* A lookup handed to glibc's resolver thread; freed only once glibc is done with it. */
+typedef struct lookup {
+    struct gaicb cb;
+    struct addrinfo hints;
+    char port[16];
+    char host[];
+} lookup;
+#endif
+
+/* Resolve host:port into *res (free with freeaddrinfo). IP literals never touch DNS. A name
+ * is looked up asynchronously where glibc can (getaddrinfo_a), so that stop() (cancel_fd) and
+ * the connect deadline interrupt a slow resolver instead of waiting for its timeout.
+ * 0, VPS_ERROR (err set) or VPS_CANCELLED. Engine threads only. */
+static int resolve(const char *host, const char *port, int cancel_fd, double deadline,
+                   struct addrinfo **res, vps_err *err)
+{
+    struct addrinfo hints;
+    memset(&hints, 0, sizeof hints);
+    hints.ai_family = AF_UNSPEC;
+    hints.ai_socktype = SOCK_STREAM;
+    hints.ai_flags = AI_NUMERICHOST;
+    if (getaddrinfo(host, port, &hints, res) == 0)
+        return 0;
+    hints.ai_flags = 0;
+#ifdef __GLIBC__
+    size_t hlen = strlen(host);
+    lookup *q = calloc(1, sizeof *q + hlen + 1);
+    if (q == NULL) {
+        vps_err_set(err, "out of memory");
+        return VPS_ERROR;
+    }
+    memcpy(q->host, host, hlen + 1);
+    snprintf(q->port, sizeof q->port, "%s", port);
+    q->hints = hints;
+    q->cb.ar_name = q->host;
+    q->cb.ar_service = q->port;
+    q->cb.ar_request = &q->hints;
+    struct gaicb *list[1] = {&q->cb};
+    int rc = getaddrinfo_a(GAI_NOWAIT, list, 1, NULL);
+    if (rc != 0) {
+        free(q);
+        vps_err_set(err, "cannot resolve %s: %s", host, gai_strerror(rc));
+        return VPS_ERROR;
+    }
+    int outcome = 0;
+    while ((rc = gai_error(&q->cb)) == EAI_INPROGRESS) {
+        double left = deadline - vps_now();
+        int w = vps_conn_wait(-1, 0, cancel_fd, vps_now() + (left < 0.05 ? left : 0.05));
+        if (w == VPS_CANCELLED) {
+            outcome = VPS_CANCELLED;
+            break;
+        }
+        if (left <= 0) {
+            vps_err_set(err, "cannot resolve %s: timed out", host);
+            outcome = VPS_ERROR;
+            break;
+        }
+    }
+    if (outcome != 0) {
+        int c = gai_cancel(&q->cb);
+        if (c == EAI_ALLDONE && gai_error(&q->cb) == 0)
+            freeaddrinfo(q->cb.ar_result);
+        if (c == EAI_CANCELED || c == EAI_ALLDONE)
+            free(q);
+        /* else the resolver thread still owns q: it is left to it (a few hundred bytes) */
+        return outcome;
+    }
+    if (rc != 0) {
+        free(q);
+        vps_err_set(err, "cannot resolve %s: %s", host, gai_strerror(rc));
+        return VPS_ERROR;
+    }
+    *res = q->cb.ar_result;
+    free(q);
+    return 0;
+#else
+    (void)cancel_fd;
+    (void)deadline;
+    int gai = getaddrinfo(host, port, &hints, res);
+    if (gai != 0) {
+        vps_err_set(err, "cannot resolve %s: %s", host, gai_strerror(gai));
+        return VPS_ERROR;
+    }
+    return 0;
+#endif
+}
+
 /* Connect to the endpoint's address(es). fd >= 0, VPS_ERROR, VPS_CANCELLED. */
 static int connect_endpoint(const vps_endpoint *ep, int cancel_fd, double deadline, vps_err *err)
 {
@@ -131,16 +219,11 @@ static int connect_endpoint(const vps_endpoint *ep, int cancel_fd, double deadli
     char port[16];
     snprintf(port, sizeof port, "%d", ep->port);
     snprintf(what, sizeof what, "%s:%d", ep->host, ep->port);
-    struct addrinfo hints, *res = NULL;
-    memset(&hints, 0, sizeof hints);
-    hints.ai_family = AF_UNSPEC;
-    hints.ai_socktype = SOCK_STREAM;
-    int gai = getaddrinfo(ep->host, port, &hints, &res);
-    if (gai != 0) {
-        vps_err_set(err, "cannot resolve %s: %s", ep->host, gai_strerror(gai));
-        return VPS_ERROR;
-    }
-    int fd = VPS_ERROR;
+    struct addrinfo *res = NULL;
+    int fd = resolve(ep->host, port, cancel_fd, deadline, &res, err);
+    if (fd != 0)
+        return fd;
+    fd = VPS_ERROR;
     for (struct addrinfo *ai = res; ai != NULL; ai = ai->ai_next) {
         fd = connect_addr(ai->ai_addr, ai->ai_addrlen, ai->ai_family, cancel_fd, deadline, err,
                           what);
