@@ -19,6 +19,7 @@ METRICS: list[tuple[str, str, str, str, str]] = [
     ("latency", "p99_ms", "c  5k msg/s: p99 publish->send_text ms", "lower", "<= 0.33x"),
     ("latency", "lost", "c  5k msg/s: lost of N messages", "lower", ""),
     ("latency", "loop_cpu_us_per_msg", "d  loop CPU us/msg (5k/s, publish+deliver)", "lower", "<= 0.2x"),
+    ("latency", "wakeups_per_msg", "d  loop wake-ups per msg (5k/s)", "lower", ""),
     ("memory", "loop_cpu_us_per_delivered", "d  loop CPU us/msg (deliver only)", "lower", "<= 0.2x"),
     ("concurrent", "loop_cpu_us_per_delivered", "d  loop CPU us/delivered (500 publishers)", "lower", ""),
     ("idle", "wakeups_per_s", "e  idle: event-loop wake-ups/s", "lower", "no periodic"),
@@ -130,6 +131,10 @@ def print_table(results: dict, rows: list[dict]) -> None:
                 parts.append(f"f deliver-only/s = {100 * f:.1f}%")
             target = "   (target b >= 50%)" if impl == "native" else ""
             print(f"  {impl:<9} of ceiling: {', '.join(parts)}{target}")
+    wake = results.get("wakeup_cost")
+    if wake:
+        print(f"One blocking event-loop wake-up on this machine: {wake['cpu_us_per_wakeup']:.1f} us of "
+              f"loop-thread CPU (the floor under per-message CPU at low rates)")
     if ceiling.get("sequential_publish_per_s"):
         print(
             f"Round-trip bound of one awaited publisher (redis-benchmark -c 1 -P 1, C, no Python): "

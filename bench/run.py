@@ -12,6 +12,7 @@ asserted: the numbers are for reading (CI runs --quick as a smoke test).
 from __future__ import annotations
 
 import argparse
+import asyncio
 import datetime
 import json
 import os
@@ -182,8 +183,28 @@ def measure_ceiling(server: RedisServer, quick: bool) -> dict:
     return ceiling
 
 
+def measure_wakeup_cost(quick: bool) -> dict:
+    """Event-loop thread CPU of one blocking wake-up on this machine (await asyncio.sleep(1 ms)
+    in an otherwise idle loop): the floor under any per-message CPU figure at low rates."""
+    n = 300 if quick else 2000
+
+    async def sleeper() -> tuple[float, float]:
+        await asyncio.sleep(0.01)
+        t0, c0 = time.perf_counter(), time.thread_time()
+        for _ in range(n):
+            await asyncio.sleep(0.001)
+        return time.thread_time() - c0, time.perf_counter() - t0
+
+    cpu, wall = asyncio.run(sleeper())
+    out = {"cpu_us_per_wakeup": cpu / n * 1e6, "wall_us_per_wakeup": wall / n * 1e6, "wakeups": n}
+    print(f"  platform  one blocking event-loop wake-up costs {out['cpu_us_per_wakeup']:.1f} us of "
+          f"loop-thread CPU (asyncio.sleep(0.001) x {n})", flush=True)
+    return out
+
+
 def run_all(args: argparse.Namespace, impls: list[str], server: RedisServer,
             results: dict) -> None:
+    results["wakeup_cost"] = measure_wakeup_cost(args.quick)
     results["ceiling"] = measure_ceiling(server, args.quick)
     for sc in PLAN:
         params = dict(sc.quick if args.quick else sc.full)

@@ -353,6 +353,7 @@ async def latency(pub: Any, manager: BenchManager, wakes: WakeCounter, p: dict) 
         "lost": total - sink.delivered,
         "publish_raised": raised,
         "loop_cpu_us_per_msg": meter.thread_cpu / max(sink.delivered, 1) * 1e6,
+        "wakeups_per_msg": meter.wakeups / max(sink.delivered, 1),
         "process_cpu_us_per_msg": meter.proc_cpu / max(sink.delivered, 1) * 1e6,
         "loop_cpu_pct": 100.0 * meter.thread_cpu / meter.wall,
         "latency_points": LATENCY_POINTS,
