@@ -51,34 +51,45 @@ async def one_cycle(url: str, manager: ConnectionManager, upload: str, ws: FakeW
     await publisher.stop()
 
 
-@pytest.mark.timeout(120)
-async def test_start_publish_stop_cycles_do_not_leak(redis_server) -> None:
-    """200 full life cycles: no growth in Python objects, RSS, threads or descriptors."""
+async def cycles(url: str, count: int) -> dict[str, int]:
+    """Run `count` life cycles after a warm-up; return how much each resource grew."""
     manager = ConnectionManager()
     upload = unique("upload")
     [ws] = await connect_user(manager, unique("alice"), uploads=[upload])
     for _ in range(30):  # warm-up: caches, arenas, imports
-        await one_cycle(redis_server.url, manager, upload, ws)
+        await one_cycle(url, manager, upload, ws)
     ws.sent.clear()
     gc.collect()
     objects, rss, nthreads, nfds = len(gc.get_objects()), rss_kib(), threads(), fds()
-
-    for _ in range(200):
-        await one_cycle(redis_server.url, manager, upload, ws)
+    for _ in range(count):
+        await one_cycle(url, manager, upload, ws)
     ws.sent.clear()
     gc.collect()
     await asyncio.sleep(0.05)
-    print(f"\n200 cycles: objects {len(gc.get_objects()) - objects:+d}, RSS {rss_kib() - rss:+d} KiB, "
-          f"threads {threads() - nthreads:+d}, fds {fds() - nfds:+d}")
-
-    assert threads() == nthreads, "a listener or connector thread outlived stop()"
-    assert fds() == nfds, "a socket, eventfd or pipe outlived stop()"
-    grown = len(gc.get_objects()) - objects
-    assert grown < 100, f"{grown} more Python objects after 200 cycles"
-    assert rss_kib() - rss < 2048, f"RSS grew by {rss_kib() - rss} KiB over 200 cycles"
+    grown = {"objects": len(gc.get_objects()) - objects, "rss_kib": rss_kib() - rss,
+             "threads": threads() - nthreads, "fds": fds() - nfds}
+    print(f"\n{count} cycles: {grown}")
+    return grown
 
 
-@pytest.mark.slow
+@pytest.mark.timeout(120)
+async def test_start_publish_stop_cycles_leave_no_objects_threads_or_fds(redis_server) -> None:
+    """200 full life cycles: no growth in Python objects, threads or descriptors."""
+    grown = await cycles(redis_server.url, 200)
+    assert grown["threads"] == 0, "a listener or connector thread outlived stop()"
+    assert grown["fds"] == 0, "a socket, eventfd or pipe outlived stop()"
+    assert grown["objects"] < 100, f"{grown['objects']} more Python objects after 200 cycles"
+
+
+@pytest.mark.rss
+@pytest.mark.timeout(120)
+async def test_start_publish_stop_cycles_keep_rss_flat(redis_server) -> None:
+    """200 full life cycles: RSS grows by less than 2 MiB."""
+    grown = await cycles(redis_server.url, 200)
+    assert grown["rss_kib"] < 2048, f"RSS grew by {grown['rss_kib']} KiB over 200 cycles"
+
+
+@pytest.mark.rss
 @pytest.mark.timeout(180)
 async def test_a_million_delivered_messages_keep_rss_flat(redis_server) -> None:
     """1,000,000 messages published by 500 concurrent tasks and delivered: RSS grows < 5 MB."""
