@@ -51,6 +51,18 @@ static void cancel_pending(PyObject *fut)
     Py_XDECREF(r);
 }
 
+/* Finish without running further: a pending future is cancelled, the arguments dropped. */
+static void abandon(Call *self)
+{
+    if (self->fut != NULL) {
+        cancel_pending(self->fut);
+        Py_CLEAR(self->fut);
+    }
+    Py_CLEAR(self->a);
+    Py_CLEAR(self->b);
+    self->state = CALL_DONE;
+}
+
 /* One step: run the operation (first call) or collect its result (after the task was woken).
  * PYGEN_NEXT with the future to wait on, PYGEN_RETURN with the result, or PYGEN_ERROR. */
 static PySendResult Call_am_send(Call *self, PyObject *Py_UNUSED(arg), PyObject **presult)
@@ -148,13 +160,7 @@ static PyObject *Call_throw(Call *self, PyObject *const *args, Py_ssize_t nargs)
         return NULL;
     }
     PyObject *typ = args[0], *val = nargs > 1 ? args[1] : Py_None;
-    if (self->fut != NULL) {
-        cancel_pending(self->fut);
-        Py_CLEAR(self->fut);
-    }
-    Py_CLEAR(self->a);
-    Py_CLEAR(self->b);
-    self->state = CALL_DONE;
+    abandon(self);
     if (PyExceptionInstance_Check(typ)) {
         PyErr_SetObject((PyObject *)Py_TYPE(typ), typ);
     } else if (PyExceptionClass_Check(typ)) {
@@ -170,13 +176,7 @@ PyDoc_STRVAR(close_doc, "close($self, /)\n--\n\nFinish the awaitable without run
 
 static PyObject *Call_close(Call *self, PyObject *Py_UNUSED(unused))
 {
-    if (self->fut != NULL) {
-        cancel_pending(self->fut);
-        Py_CLEAR(self->fut);
-    }
-    Py_CLEAR(self->a);
-    Py_CLEAR(self->b);
-    self->state = CALL_DONE;
+    abandon(self);
     Py_RETURN_NONE;
 }
 

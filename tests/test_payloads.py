@@ -6,48 +6,19 @@ import hashlib
 import logging
 import time
 import uuid
-from datetime import UTC, datetime
-from enum import Enum
-from typing import Literal
 
 import pytest
-from pydantic import BaseModel, Field
 
+# the backend's message models (core/websocket/messages.py), reproduced in shape by the test app
+from app.messages import ProcessingStage, UploadProgressPayload, UploadProgressUpdate
 from support import connect_user, next_message, unique, wait_for, wait_for_sent
 
 pytestmark = pytest.mark.timeout(30)
 
 
-# -- the backend's message models (core/websocket/messages.py), reproduced in shape ---------
-
-class ProcessingStage(str, Enum):
-    UPLOADED = "uploaded"
-    ANALYZING = "analyzing"
-    DESCRIBING = "describing"
-    EMBEDDING = "embedding"
-    COMPLETED = "completed"
-    FAILED = "failed"
-
-
-class UploadProgressPayload(BaseModel):
-    upload_id: str
-    status: str
-    stage: ProcessingStage
-    progress_percent: int = Field(ge=0, le=100)
-    message: str
-    error_message: str | None = None
-    description_audit_score: int | None = None
-
-
-class UploadProgressUpdate(BaseModel):
-    action: Literal["upload_progress"] = "upload_progress"
-    payload: UploadProgressPayload
-    timestamp: datetime = Field(default_factory=lambda: datetime.now(UTC))
-
-
 def progress_update(upload_id: str, **overrides) -> UploadProgressUpdate:
     fields = dict(
-        upload_id=upload_id, status="processing", stage=ProcessingStage.DESCRIBING,
+        upload_id=upload_id, status="processing", stage=ProcessingStage.DESCRIPTION_AUDIT,
         progress_percent=42, message="Generating description",
     )
     fields.update(overrides)

@@ -212,18 +212,6 @@ class Dispatcher:
 
     # -- shutdown -----------------------------------------------------------------
 
-    @property
-    def pending(self) -> int:
-        """Messages routed to sockets and not yet sent."""
-        return sum(len(o.queue) + (1 if o.task is not None and not o.task.done() else 0)
-                   for o in self._outlets.values())
-
-    async def drain(self, timeout: float) -> None:
-        """Wait up to ``timeout`` s for every outlet to finish sending."""
-        tasks = [o.task for o in self._outlets.values() if o.task is not None and not o.task.done()]
-        if tasks:
-            await asyncio.wait(tasks, timeout=timeout)
-
     def close(self) -> None:
         """Cancel every outlet still sending and the watchdog."""
         if self._watchdog is not None:
