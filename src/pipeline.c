@@ -172,8 +172,6 @@ static void set_write_interest(vps_pipeline *p, int on)
     p->hooks.watch(p->hooks.host, p->fd, 1, on);
 }
 
-/* Tear the connection down after an error: unacknowledged commands go back to the front of
- * the outbox, every waiting caller is released as QUEUED, and a reconnect starts. */
 /* Put the commands written but not acknowledged back at the front of the outbox (Redis may or
  * may not have run them: at-least-once). A command that was in flight at MAX_RESENDS
  * connection losses is dropped as failed instead: it may be what makes Redis close the
@@ -222,6 +220,8 @@ static void enter_outage(vps_pipeline *p)
     }
 }
 
+/* Tear the connection down after an error: unacknowledged commands go back to the front of
+ * the outbox, every waiting caller is released as QUEUED, and a reconnect starts. */
 static void lose_connection(vps_pipeline *p, const char *why)
 {
     if (p->fd < 0)
@@ -474,7 +474,6 @@ void vps_pipeline_on_record(vps_pipeline *p, vps_record *r)
             vps_conn_abort(r->fd);
         } else {
             p->fd = r->fd;
-            p->attempt = 0;
             p->outage = 0;
             p->hooks.watch(p->hooks.host, p->fd, 1, 0);
             if (p->hooks.notice)

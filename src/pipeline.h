@@ -75,7 +75,6 @@ typedef struct vps_pipeline {
     vps_signal nudge;          /* readable when the host saw Redis come back: retry now */
     volatile int cancel;
     uint64_t generation;       /* attempt counter; stale records are ignored */
-    unsigned attempt;
     uint64_t seed;
     int outage;                /* an attempt failed or the connection dropped; cleared on connect */
 

@@ -1164,7 +1164,8 @@ static int put_u64(PyObject *d, const char *key, uint64_t v)
 PyDoc_STRVAR(stats_doc, "stats($self, /)\n--\n\n"
 "A dict of counters and state: received, delivered, skipped (not UTF-8), ignored (other\n"
 "channels), send_failed, send_timeouts, published, publish_failed, publish_queued,\n"
-"outbox_depth, outbox_bytes, outbox_dropped, queue_depth, listener_reconnects,\n"
+"outbox_depth, outbox_bytes, outbox_dropped, in_flight, queue_depth, queue_full_waits,\n"
+"listener_reconnects,\n"
 "publisher_reconnects, connected, publisher_connected, running, last_error.");
 
 static PyObject *Publisher_stats(Publisher *self, PyObject *Py_UNUSED(unused))
@@ -1182,6 +1183,7 @@ static PyObject *Publisher_stats(Publisher *self, PyObject *Py_UNUSED(unused))
         put_u64(d, "outbox_dropped", p->dropped) < 0 ||
         put_u64(d, "in_flight", p->sent_count) < 0 ||
         put_u64(d, "queue_depth", forked ? 0 : vps_queue_depth(self->queue)) < 0 ||
+        put_u64(d, "queue_full_waits", forked ? 0 : vps_queue_full_waits(self->queue)) < 0 ||
         put_u64(d, "listener_reconnects", self->listener_failures) < 0 ||
         put_u64(d, "publisher_reconnects", p->reconnects) < 0 ||
         PyDict_SetItemString(d, "connected", self->subscribed ? Py_True : Py_False) < 0 ||

@@ -189,13 +189,15 @@ void vps_queue_push(vps_queue *q, vps_record *r)
 
 int vps_queue_wait_room(vps_queue *q, volatile int *cancel)
 {
-    int room;
+    int room, counted = 0;
     pthread_mutex_lock(&q->lock);
     for (;;) {
         room = q->messages < q->max_messages && q->bytes < q->max_bytes;
-        if (room || q->closed || *cancel)
+        if (room || *cancel)
             break;
-        q->waits++;
+        if (!counted) /* one per time the queue was found full */
+            q->waits++;
+        counted = 1;
         struct timespec ts;
         clock_gettime(CLOCK_MONOTONIC, &ts);
         ts.tv_sec += 1; /* re-check the cancel flag at least once a second */
@@ -224,6 +226,14 @@ vps_record *vps_queue_take_all(vps_queue *q)
         pthread_cond_broadcast(&q->room);
     pthread_mutex_unlock(&q->lock);
     return all;
+}
+
+uint64_t vps_queue_full_waits(vps_queue *q)
+{
+    pthread_mutex_lock(&q->lock);
+    uint64_t n = q->waits;
+    pthread_mutex_unlock(&q->lock);
+    return n;
 }
 
 size_t vps_queue_depth(vps_queue *q)

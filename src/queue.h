@@ -39,10 +39,9 @@ typedef struct vps_queue {
     vps_record *head, *tail;  /* guarded by lock */
     size_t messages, bytes;   /* queued MESSAGE records and their bytes; guarded by lock */
     size_t max_messages, max_bytes; /* immutable */
-    int closed;               /* guarded by lock: producers stop waiting for room */
     int wake_fd;              /* eventfd (or the read end of a pipe); watched by the loop */
     int wake_wfd;             /* where producers write (same as wake_fd for an eventfd) */
-    uint64_t waits;           /* times a producer waited for room; guarded by lock */
+    uint64_t waits;           /* times a producer found the queue full; guarded by lock */
 } vps_queue;
 
 /* Returns a new queue or NULL (errno set). Loop thread. */
@@ -71,9 +70,9 @@ void vps_queue_push_chain(vps_queue *q, vps_chain *c);
 /* Push one record. Any producer thread; takes q->lock. */
 void vps_queue_push(vps_queue *q, vps_record *r);
 
-/* Block until the queue has room for more messages, `cancel` becomes nonzero (read
- * without the lock, set by the stopper who then calls vps_queue_kick), or the queue is
- * closed. Returns 1 when there is room, 0 otherwise. Producer thread; takes q->lock. */
+/* Block until the queue has room for more messages or `cancel` becomes nonzero (read
+ * without the lock, set by the stopper who then calls vps_queue_kick). Returns 1 when there
+ * is room, 0 otherwise. Producer thread; takes q->lock. */
 int vps_queue_wait_room(vps_queue *q, volatile int *cancel);
 /* Wake producers waiting for room (after setting their cancel flag). Any thread. */
 void vps_queue_kick(vps_queue *q);
@@ -84,5 +83,7 @@ void vps_queue_kick(vps_queue *q);
 vps_record *vps_queue_take_all(vps_queue *q);
 /* Number of queued MESSAGE records. Any thread; takes q->lock. */
 size_t vps_queue_depth(vps_queue *q);
+/* How many times the producer found the queue full and waited. Any thread; takes q->lock. */
+uint64_t vps_queue_full_waits(vps_queue *q);
 
 #endif
