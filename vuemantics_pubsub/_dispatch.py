@@ -135,13 +135,12 @@ class Dispatcher:
         if loop is None:
             loop = self._loop = asyncio.get_running_loop()
         outlet.since = loop.time()
-        coro = self._run_outlet(outlet)
         if _EAGER:
             # runs at once, inside its task, up to the first real suspension: a send that
             # completes without waiting costs no scheduling round
-            task = asyncio.Task(coro, loop=loop, eager_start=True)  # type: ignore[call-arg]
+            task = asyncio.Task(self._run_outlet(outlet), loop=loop, eager_start=True)  # type: ignore[call-arg]
         else:
-            task = loop.create_task(coro)
+            task = asyncio.Task(self._run_outlet(outlet), loop=loop)
         if not task.done():
             outlet.task = task
             if self._watchdog is None:
@@ -150,14 +149,17 @@ class Dispatcher:
     async def _run_outlet(self, outlet: _Outlet) -> None:
         """Send the socket's backlog in order; a failure or a timeout disconnects it."""
         ws, queue = outlet.ws, outlet.queue
-        loop = self._loop
-        assert loop is not None
+        send = ws.send_text
         try:
-            while queue:
-                payload = queue.popleft()
-                outlet.since = loop.time()
-                await ws.send_text(payload)
-                self.delivered += 1
+            await send(queue.popleft())  # outlet.since was set when it started
+            self.delivered += 1
+            if queue:
+                clock = self._loop.time  # type: ignore[union-attr]
+                while queue:
+                    payload = queue.popleft()
+                    outlet.since = clock()
+                    await send(payload)
+                    self.delivered += 1
         except asyncio.CancelledError:
             if not outlet.timed_out:
                 raise
