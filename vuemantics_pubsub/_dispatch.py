@@ -10,6 +10,7 @@ stuck socket never holds up the others, and a send that takes longer than
 from __future__ import annotations
 
 import asyncio
+import importlib
 import logging
 import sys
 from collections import deque
@@ -22,13 +23,21 @@ logger = logging.getLogger("vuemantics_pubsub")
 _EAGER = sys.version_info >= (3, 12)
 
 
+_BACKEND_MODULE = "core.websocket.manager"
+_backend_missing = False  # the import failed once: do not search sys.path on every batch
+
+
 def _backend_manager() -> Any:
     """The backend's manager when ``core.websocket.manager`` is importable, else None."""
-    module = sys.modules.get("core.websocket.manager")
+    global _backend_missing
+    module = sys.modules.get(_BACKEND_MODULE)
     if module is None:
+        if _backend_missing:
+            return None
         try:
-            import core.websocket.manager as module  # type: ignore[import-not-found,no-redef]
-        except Exception:
+            module = importlib.import_module(_BACKEND_MODULE)
+        except ImportError:
+            _backend_missing = True
             return None
     return module.get_manager()
 
