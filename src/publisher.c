@@ -729,7 +729,7 @@ static PyObject *Publisher_new(PyTypeObject *type, PyObject *args, PyObject *kwd
     PyObject *redis_url = Py_None, *manager = Py_None;
     double start_timeout = 2.0, connect_timeout = 2.0, publish_timeout = 2.0, send_timeout = 5.0,
            ping_interval = 5.0, ping_timeout = 2.0, backoff_min = 0.05, backoff_max = 1.0;
-    Py_ssize_t max_message_bytes = 16 * 1024 * 1024, outbox_max_messages = 100000,
+    Py_ssize_t max_message_bytes = -1, outbox_max_messages = 100000,
                outbox_max_bytes = 64 * 1024 * 1024, queue_max_messages = 100000,
                queue_max_bytes = 64 * 1024 * 1024;
     if (!PyArg_ParseTupleAndKeywords(args, kwds, "|O$Oddddddddnnnnn:UploadProgressPublisher",
@@ -739,6 +739,9 @@ static PyObject *Publisher_new(PyTypeObject *type, PyObject *args, PyObject *kwd
                                      &max_message_bytes, &outbox_max_messages, &outbox_max_bytes,
                                      &queue_max_messages, &queue_max_bytes))
         return NULL;
+    if (max_message_bytes == -1) /* not given: 16 MiB, or less if the outbox is smaller */
+        max_message_bytes = outbox_max_bytes < 16 * 1024 * 1024 ? outbox_max_bytes
+                                                                 : 16 * 1024 * 1024;
     if (check_seconds("start_timeout", start_timeout) < 0 ||
         check_seconds("connect_timeout", connect_timeout) < 0 ||
         check_seconds("publish_timeout", publish_timeout) < 0 ||
@@ -755,6 +758,12 @@ static PyObject *Publisher_new(PyTypeObject *type, PyObject *args, PyObject *kwd
         return NULL;
     if (backoff_max < backoff_min) {
         PyErr_SetString(PyExc_ValueError, "backoff_max must be >= backoff_min");
+        return NULL;
+    }
+    if (max_message_bytes > outbox_max_bytes) {
+        PyErr_SetString(PyExc_ValueError,
+                        "max_message_bytes must not exceed outbox_max_bytes (a message the outbox "
+                        "cannot hold would be dropped as soon as Redis is unreachable)");
         return NULL;
     }
     vps_module_state *st = PyType_GetModuleState(type);

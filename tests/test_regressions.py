@@ -174,3 +174,18 @@ os._exit(0)
     rc, out, err = run_python(code, timeout=30)
     assert rc == 0, err
     assert "child exit 0" in out, out + err
+
+
+async def test_message_size_limit_never_exceeds_the_outbox(make_private_redis, make_publisher,
+                                                           manager) -> None:
+    """A message larger than the outbox could hold used to be accepted and then dropped at once
+    while Redis was down: now the limit follows the outbox, and a contradiction is an error."""
+    with pytest.raises(ValueError, match="outbox_max_bytes"):
+        make_publisher(manager=manager, max_message_bytes=2_000, outbox_max_bytes=1_000)
+    server = make_private_redis(start=False)
+    publisher = make_publisher(redis_url=server.url, manager=manager, outbox_max_bytes=1_000,
+                               backoff_min=0.02, backoff_max=0.1)
+    with pytest.raises(ValueError, match="max_message_bytes"):
+        await publisher.publish_progress("1", "x" * 1_001)
+    await publisher.publish_progress("1", "x" * 900)  # fits: queued while Redis is down
+    assert publisher.stats()["outbox_dropped"] == 0
