@@ -75,40 +75,43 @@ static void tune_tcp(int fd)
 static int connect_addr(const struct sockaddr *sa, socklen_t salen, int family, int cancel_fd,
                         double deadline, vps_err *err, const char *what)
 {
+    int rc = VPS_ERROR;
     int fd = socket(family, SOCK_STREAM, 0);
     if (fd < 0) {
         vps_err_set(err, "socket(): %s", strerror(errno));
-        return VPS_ERROR;
+        return VPS_ERROR; /* nothing acquired yet */
     }
     set_nonblocking(fd);
-    int rc = connect(fd, sa, salen);
-    if (rc < 0 && errno != EINPROGRESS && errno != EAGAIN) {
+    if (connect(fd, sa, salen) == 0) {
+        rc = fd;
+        goto done;
+    }
+    if (errno != EINPROGRESS && errno != EAGAIN) {
         vps_err_set(err, "connect to %s: %s", what, strerror(errno));
-        goto fail;
+        goto done;
     }
-    if (rc < 0) {
-        int w = vps_conn_wait(fd, POLLOUT, cancel_fd, deadline);
-        if (w == VPS_CANCELLED) {
-            close(fd);
-            return VPS_CANCELLED;
-        }
-        if (w == 0) {
-            vps_err_set(err, "connect to %s: timed out", what);
-            goto fail;
-        }
-        int soerr = 0;
-        socklen_t len = sizeof soerr;
-        if (w < 0 || getsockopt(fd, SOL_SOCKET, SO_ERROR, &soerr, &len) < 0)
-            soerr = errno;
-        if (soerr != 0) {
-            vps_err_set(err, "connect to %s: %s", what, strerror(soerr));
-            goto fail;
-        }
+    int w = vps_conn_wait(fd, POLLOUT, cancel_fd, deadline);
+    if (w == VPS_CANCELLED) {
+        rc = VPS_CANCELLED;
+        goto done;
     }
-    return fd;
-fail:
-    close(fd);
-    return VPS_ERROR;
+    if (w == 0) {
+        vps_err_set(err, "connect to %s: timed out", what);
+        goto done;
+    }
+    int soerr = 0;
+    socklen_t len = sizeof soerr;
+    if (w < 0 || getsockopt(fd, SOL_SOCKET, SO_ERROR, &soerr, &len) < 0)
+        soerr = errno;
+    if (soerr != 0) {
+        vps_err_set(err, "connect to %s: %s", what, strerror(soerr));
+        goto done;
+    }
+    rc = fd;
+done:
+    if (rc != fd)
+        close(fd);
+    return rc;
 }
 
 #ifdef __GLIBC__
