@@ -323,18 +323,20 @@ static void hook_notice(void *host, int what, const char *text)
     Publisher *self = host;
     switch (what) {
     case VPS_NOTE_CONNECTED:
-        /* Redis is back: the listener need not finish its backoff */
-        if (self->listener != NULL && !self->subscribed)
-            vps_listener_nudge(self->listener);
-        update_hold(self);
         if (self->publish_outage) {
             log_text(self, "warning",
-                     "Publishing connection to Redis is back; sending %zd queued messages",
-                     (Py_ssize_t)self->pipe->out_count);
+                     "Publishing connection to Redis is back; sending %zd queued messages%s",
+                     (Py_ssize_t)self->pipe->out_count,
+                     self->listener != NULL && !self->subscribed
+                         ? " once this instance's listener has re-subscribed" : "");
             self->publish_outage = 0;
         } else {
             log_text(self, "debug", "Publishing connection to Redis established");
         }
+        /* Redis is back: the listener need not finish its backoff */
+        if (self->listener != NULL && !self->subscribed)
+            vps_listener_nudge(self->listener);
+        update_hold(self);
         break;
     case VPS_NOTE_LOST:
     case VPS_NOTE_CONNECT_FAILED:
@@ -728,7 +730,7 @@ static PyObject *Publisher_new(PyTypeObject *type, PyObject *args, PyObject *kwd
                              "outbox_max_bytes", "queue_max_messages", "queue_max_bytes", NULL};
     PyObject *redis_url = Py_None, *manager = Py_None;
     double start_timeout = 2.0, connect_timeout = 2.0, publish_timeout = 2.0, send_timeout = 5.0,
-           ping_interval = 5.0, ping_timeout = 2.0, backoff_min = 0.05, backoff_max = 1.0;
+           ping_interval = 5.0, ping_timeout = 2.0, backoff_min = 0.05, backoff_max = 0.8;
     Py_ssize_t max_message_bytes = -1, outbox_max_messages = 100000,
                outbox_max_bytes = 64 * 1024 * 1024, queue_max_messages = 100000,
                queue_max_bytes = 64 * 1024 * 1024;
@@ -1356,7 +1358,7 @@ static PyMemberDef Publisher_members[] = {
 PyDoc_STRVAR(Publisher_doc,
 "UploadProgressPublisher(redis_url=None, *, manager=None, start_timeout=2.0,\n"
 "    connect_timeout=2.0, publish_timeout=2.0, send_timeout=5.0, ping_interval=5.0, ping_timeout=2.0,\n"
-"    backoff_min=0.05, backoff_max=1.0, max_message_bytes=16 MiB,\n"
+"    backoff_min=0.05, backoff_max=0.8, max_message_bytes=16 MiB,\n"
 "    outbox_max_messages=100000, outbox_max_bytes=64 MiB,\n"
 "    queue_max_messages=100000, queue_max_bytes=64 MiB)\n"
 "--\n\n"

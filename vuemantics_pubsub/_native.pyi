@@ -29,7 +29,7 @@ class UploadProgressPublisher:
         ping_interval: float = 5.0,
         ping_timeout: float = 2.0,
         backoff_min: float = 0.05,
-        backoff_max: float = 1.0,
+        backoff_max: float = 0.8,
         max_message_bytes: int = 16 * 1024 * 1024,
         outbox_max_messages: int = 100_000,
         outbox_max_bytes: int = 64 * 1024 * 1024,
