@@ -21,7 +21,8 @@ VPS_LDFLAGS="-fsanitize=address,undefined" \
     "$venv/bin/python" -m pip install -q --disable-pip-version-check --force-reinstall --no-deps --no-cache-dir .
 rm -rf build
 so=$(ls "$venv"/lib/python3*/site-packages/vuemantics_pubsub/_native*.so)
-ldd "$so" | grep -q libasan || { echo "sanitizer build failed: $so is not instrumented" >&2; exit 1; }
+deps=$(ldd "$so")  # not piped into grep -q: with pipefail, an early exit of grep fails ldd
+grep -q libasan <<<"$deps" || { echo "sanitizer build failed: $so is not instrumented" >&2; exit 1; }
 
 log=$(mktemp -d)/asan
 supp=$(dirname "$log")/lsan.supp
